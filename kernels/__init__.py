@@ -1,0 +1,55 @@
+"""The two CSNLN attention operators, with interchangeable backends.
+
+`backend="torch"` is the chunked PyTorch reference (any device and dtype);
+`backend="triton"` runs the fused Triton kernels (CUDA, or CPU under
+TRITON_INTERPRET=1); `backend="auto"` picks Triton for CUDA tensors when it is
+installed and the reference otherwise.
+"""
+from ._backend import BACKENDS, check_attention_inputs, resolve_backend
+from .cross_scale_torch import (DEFAULT_CHUNK_ELEMENTS, KEY_NORM_FLOOR, OUTPUT_DIVISOR,
+                                cross_scale_attention_torch)
+from .in_scale_torch import in_scale_attention_torch
+
+__all__ = ["in_scale_attention", "cross_scale_attention", "BACKENDS", "KEY_NORM_FLOOR",
+           "OUTPUT_DIVISOR", "DEFAULT_CHUNK_ELEMENTS"]
+
+
+def in_scale_attention(q, k, v, *, backend="auto", chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Non-local attention over all H*W positions: softmax(Q K^T) V, no scaling.
+
+    q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W].
+    `chunk_elements` bounds the score chunk of the torch backend.
+    """
+    check_attention_inputs("in_scale_attention", q, k, v)
+    if q.shape[2:] != k.shape[2:] or q.shape[2:] != v.shape[2:]:
+        raise ValueError("in_scale_attention: q, k, v need the same H, W, got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if resolve_backend(backend, q) == "triton":
+        from .in_scale_triton import in_scale_attention_triton
+        return in_scale_attention_triton(q, k, v)
+    return in_scale_attention_torch(q, k, v, chunk_elements=chunk_elements)
+
+
+def cross_scale_attention(q, k, v, scale, *, softmax_scale=10.0, backend="auto",
+                          chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Cross-scale attention: 3x3 query patches against normalised 3x3 key patches of
+    the downscaled map, values are (3s)x(3s) patches overlap-added at stride s, / 6.
+
+    q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, s*H, s*W].
+    `chunk_elements` bounds the score and column chunks of the torch backend.
+    """
+    check_attention_inputs("cross_scale_attention", q, k, v)
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"cross_scale_attention: scale must be a positive int, got {scale!r}")
+    n, _, h, w = q.shape
+    if h % scale or w % scale:
+        raise ValueError(f"cross_scale_attention: H x W = {h} x {w} must be divisible by scale {scale}")
+    if tuple(k.shape[2:]) != (h // scale, w // scale):
+        raise ValueError(f"cross_scale_attention: k must be [N, Ck, {h // scale}, {w // scale}] "
+                         f"(q's H/s x W/s), got {tuple(k.shape)}")
+    if v.shape[2:] != q.shape[2:]:
+        raise ValueError(f"cross_scale_attention: v must have q's H x W, got {tuple(v.shape)} vs {tuple(q.shape)}")
+    if resolve_backend(backend, q) == "triton":
+        from .cross_scale_triton import cross_scale_attention_triton
+        return cross_scale_attention_triton(q, k, v, scale, softmax_scale)
+    return cross_scale_attention_torch(q, k, v, scale, softmax_scale, chunk_elements=chunk_elements)

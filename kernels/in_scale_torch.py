@@ -1,0 +1,42 @@
+"""PyTorch reference of the in-scale non-local attention, chunked over queries.
+
+out[n, :, p] = sum_j softmax_j(q[n, :, p] . k[n, :, j]) v[n, :, j], no scaling.
+"""
+import torch
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 26
+
+
+def _attend(q_rows, k, v):
+    """q_rows [N, R, Ck], k [N, Ck, L], v [N, L, Cv] -> [N, R, Cv]."""
+    return torch.softmax(q_rows @ k, dim=-1) @ v
+
+
+def in_scale_attention_torch(q, k, v, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W].
+
+    Queries are processed in chunks so that no score tensor holds more than
+    `chunk_elements` elements; under autograd each chunk is recomputed in the
+    backward pass (activation checkpointing) instead of being stored.
+    """
+    n, ck, h, w = q.shape
+    cv = v.shape[1]
+    length = h * w
+    q_rows = q.reshape(n, ck, length).transpose(1, 2)
+    keys = k.reshape(n, ck, length)
+    values = v.reshape(n, cv, length).transpose(1, 2)
+    rows = max(1, chunk_elements // (n * length))
+    if rows >= length:
+        out = _attend(q_rows, keys, values)
+    else:
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        parts = []
+        for start in range(0, length, rows):
+            chunk = q_rows[:, start:start + rows]
+            if grad:
+                parts.append(checkpoint(_attend, chunk, keys, values, use_reentrant=False))
+            else:
+                parts.append(_attend(chunk, keys, values))
+        out = torch.cat(parts, dim=1)
+    return out.transpose(1, 2).reshape(n, cv, h, w)

@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="csnln",
+    version="0.1.0",
+    description="CSNLN super-resolution (Mei et al., CVPR 2020) with fused Triton attention kernels",
+    packages=find_packages(include=["csnln", "csnln.*", "kernels", "kernels.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "numpy",
+        "imageio",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "pytest-benchmark"]},
+)
