@@ -5,30 +5,16 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels
+from bench.baselines import per_image_cross_scale, sdpa_in_scale
 
 
 def naive_in_scale(q, k, v):
     """Full score matrix, one einsum at a time."""
     scores = torch.einsum("nci,ncj->nij", q.flatten(2), k.flatten(2))
     return torch.einsum("nij,ncj->nci", scores.softmax(-1), v.flatten(2)).reshape(v.shape)
-
-
-def per_image_cross_scale(q, k, v, s, softmax_scale=10.0):
-    """The paper's formulation: a loop over the batch, conv2d with the normalised key
-    patches as filters, softmax over keys, conv_transpose2d with the value patches."""
-    out = []
-    for qi, ki, vi in zip(q, k, v):
-        keys = F.unfold(ki[None], 3, padding=1)[0].T.reshape(-1, ki.shape[0], 3, 3)
-        norms = keys.flatten(1).norm(dim=1).clamp_min(kernels.KEY_NORM_FLOOR)
-        scores = F.conv2d(F.pad(qi[None], (1, 1, 1, 1)), keys / norms[:, None, None, None])
-        values = F.unfold(vi[None], 3 * s, padding=s, stride=s)[0].T.reshape(-1, vi.shape[0], 3 * s, 3 * s)
-        probs = torch.softmax(scores * softmax_scale, dim=1)
-        out.append(F.conv_transpose2d(probs, values, stride=s, padding=s)[0] / 6)
-    return torch.stack(out)
 
 
 def random_inputs(n, ck, cv, h, w, s=1, dtype=torch.float64, requires_grad=False):
@@ -48,6 +34,7 @@ def test_in_scale_matches_naive(n, ck, cv, h, w, chunk):
     q, k, v = random_inputs(n, ck, cv, h, w)
     out = kernels.in_scale_attention(q, k, v, backend="torch", chunk_elements=chunk)
     assert rel(out, naive_in_scale(q, k, v)) < 1e-13
+    assert rel(sdpa_in_scale(q, k, v), naive_in_scale(q, k, v)) < 1e-13
 
 
 @pytest.mark.parametrize("chunk", [kernels.DEFAULT_CHUNK_ELEMENTS, 100])

@@ -1,0 +1,31 @@
+"""Baselines written from the math, for the benchmarks and the tests.
+
+- `per_image_cross_scale`: the paper's formulation, a Python loop over the batch with
+  conv2d (normalised key patches as filters), softmax and conv_transpose2d.
+- `sdpa_in_scale`: torch's scaled_dot_product_attention with scale 1.
+"""
+import torch
+import torch.nn.functional as F
+
+from kernels import KEY_NORM_FLOOR, OUTPUT_DIVISOR
+
+
+def per_image_cross_scale(q, k, v, s, softmax_scale=10.0):
+    """q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, sH, sW]."""
+    out = []
+    for qi, ki, vi in zip(q, k, v):
+        keys = F.unfold(ki[None], 3, padding=1)[0].T.reshape(-1, ki.shape[0], 3, 3)
+        norms = keys.flatten(1).norm(dim=1).clamp_min(KEY_NORM_FLOOR)
+        scores = F.conv2d(F.pad(qi[None], (1, 1, 1, 1)), keys / norms[:, None, None, None])
+        values = F.unfold(vi[None], 3 * s, padding=s, stride=s)[0].T.reshape(-1, vi.shape[0], 3 * s, 3 * s)
+        probs = torch.softmax(scores * softmax_scale, dim=1)
+        out.append(F.conv_transpose2d(probs, values, stride=s, padding=s)[0] / OUTPUT_DIVISOR)
+    return torch.stack(out)
+
+
+def sdpa_in_scale(q, k, v):
+    """q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W] through one-head SDPA, scale 1."""
+    n, cv, h, w = v.shape
+    tokens = [t.flatten(2).transpose(1, 2)[:, None] for t in (q, k, v)]
+    out = F.scaled_dot_product_attention(*tokens, scale=1.0)
+    return out[:, 0].transpose(1, 2).reshape(n, cv, h, w)

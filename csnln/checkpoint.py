@@ -1,0 +1,101 @@
+"""Checkpoint files: atomic writes, and loading any CSNLN checkpoint into a model.
+
+Three kinds load: this project's training checkpoints (a dict with "model" and
+"config"), model-only state dicts in the original layout (what training exports
+and what the paper released), and such state dicts wrapped as {"state_dict": ...}.
+"""
+import os
+import pathlib
+import tempfile
+
+import torch
+
+from .model import CSNLN, RGB_MEAN
+
+_MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not the model asked for."""
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_checkpoint(path):
+    """-> (state_dict in the original layout, the training config or None)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
+        return data["model"], data.get("config")
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        return data["state_dict"], None
+    if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data, None
+    raise CheckpointError(f"{path} holds neither a CSNLN state dict nor a training checkpoint")
+
+
+def infer_model_config(state_dict):
+    """Read scale, n_feats, depth, n_colors and rgb_range off an original-layout state dict."""
+    try:
+        head = state_dict["head.0.0.weight"]
+        tail = state_dict["tail.0.weight"]
+        upsample = state_dict["SEM.multi_source_projection.upsample.0.weight"]
+        bias = state_dict["add_mean.bias"]
+    except KeyError as e:
+        raise CheckpointError(f"not a CSNLN state dict: it has no {e.args[0]!r}") from e
+    n_feats, n_colors = head.shape[0], head.shape[1]
+    if "SEM.multi_source_projection_2.upsample.0.weight" in state_dict:
+        scale = 4
+    else:
+        scale = {6: 2, 9: 3}.get(upsample.shape[-1])
+        if scale is None:
+            raise CheckpointError(f"not a CSNLN state dict: upsample kernel {tuple(upsample.shape)}")
+    # MeanShift bias = rgb_range * mean: about 0.45 when rgb_range is 1, about 114 when 255
+    rgb_range = round(float(bias[0]) / RGB_MEAN[0])
+    return {"scale": scale, "n_feats": n_feats, "depth": tail.shape[1] // n_feats,
+            "n_colors": n_colors, "rgb_range": rgb_range}
+
+
+def load_model(path, expect=None, **model_kwargs):
+    """Build a CSNLN from the checkpoint at `path` and load its weights strictly.
+
+    `expect` maps model keys (scale, depth, ...) to the values the caller needs; a
+    mismatch raises CheckpointError listing every difference. -> (model, model config).
+    """
+    state_dict, _ = read_checkpoint(path)
+    found = infer_model_config(state_dict)
+    differences = [f"{k}: checkpoint has {found[k]}, asked for {v}"
+                   for k, v in (expect or {}).items() if k in found and v is not None and found[k] != v]
+    if differences:
+        raise CheckpointError(f"{path} does not match: " + "; ".join(differences))
+    model = CSNLN(**found, **model_kwargs)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    return model, found

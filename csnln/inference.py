@@ -1,0 +1,160 @@
+"""Whole-image super-resolution with a trained network: padding, tiling, self-ensemble, precision.
+
+No file I/O here; `csnln.evaluate` and `eval.py` read and write the images.
+
+`upscale(model, lr, scale)` takes a float tensor [1, 3, H, W] in [0, rgb_range] and returns
+[1, 3, scale*H, scale*W], unquantised. The model can be any nn.Module mapping an LR batch to
+the upscaled batch; `model.size_multiple` (1 when absent) is the multiple the LR height and
+width are padded to.
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+CHOP_SHAVE = 10
+CHOP_MIN_SIZE = 3600  # the CSNLN code's forward_chop default (LR pixels per tile)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def _quadrants(h, w, multiple, shave):
+    """The four overlapping quadrants of an h x w tile (h, w multiples of `multiple`).
+
+    As EDSR's forward_chop: halves h // 2, w // 2 and tile sides half + shave, here rounded
+    up to `multiple` (and at most the tile itself) so the network accepts every quadrant.
+    -> (h_half, w_half, h_size, w_size, [(top, left), ...] of top-left, top-right,
+    bottom-left, bottom-right).
+    """
+    h_half, w_half = h // 2, w // 2
+    h_size = min(_round_up(h_half + shave, multiple), h)
+    w_size = min(_round_up(w_half + shave, multiple), w)
+    origins = [(0, 0), (0, w - w_size), (h - h_size, 0), (h - h_size, w - w_size)]
+    return h_half, w_half, h_size, w_size, origins
+
+
+def _is_leaf(h, w, multiple, shave, min_size):
+    if h * w < min_size:
+        return True
+    _, _, h_size, w_size, _ = _quadrants(h, w, multiple, shave)
+    return (h_size, w_size) == (h, w)  # cannot shrink any more (very thin tiles): run as is
+
+
+def chop_tiles(h, w, multiple=1, shave=CHOP_SHAVE, min_size=CHOP_MIN_SIZE):
+    """The leaf tiles `forward_chop` runs the network on, as (top, left, height, width) LR boxes.
+
+    A tile with fewer than `min_size` pixels is run whole; a larger one is split into four
+    overlapping quadrants of (h // 2 + shave) x (w // 2 + shave), rounded up to `multiple`,
+    and each quadrant is handled the same way. Boxes are listed depth-first in the order
+    top-left, top-right, bottom-left, bottom-right.
+    """
+    if h % multiple or w % multiple:
+        raise ValueError(f"chop_tiles: {h} x {w} is not a multiple of {multiple}; pad first")
+    if _is_leaf(h, w, multiple, shave, min_size):
+        return [(0, 0, h, w)]
+    _, _, h_size, w_size, origins = _quadrants(h, w, multiple, shave)
+    sub = chop_tiles(h_size, w_size, multiple, shave, min_size)  # all four quadrants have one size
+    return [(top + t, left + l, th, tw) for top, left in origins for t, l, th, tw in sub]
+
+
+def forward_chop(model, x, scale, multiple=1, shave=CHOP_SHAVE, min_size=CHOP_MIN_SIZE):
+    """The paper's (EDSR's) memory-saving tiled forward pass: [N, C, H, W] -> [N, C, sH, sW].
+
+    Splits recursively as `chop_tiles` describes and stitches the quadrant outputs:
+    each output quadrant (split at scale * h // 2, scale * w // 2) comes from its own tile,
+    so the overlaps only give every tile context across the seams.
+    """
+    n, c, h, w = x.shape
+    if _is_leaf(h, w, multiple, shave, min_size):
+        return model(x)
+    h_half, w_half, h_size, w_size, origins = _quadrants(h, w, multiple, shave)
+    outs = [forward_chop(model, x[:, :, top:top + h_size, left:left + w_size], scale, multiple, shave, min_size)
+            for top, left in origins]
+    s = scale
+    out = outs[0].new_empty(n, outs[0].shape[1], s * h, s * w)
+    H, W, hh, wh = s * h, s * w, s * h_half, s * w_half
+    for (top, left), tile, rows, cols in zip(origins, outs,
+                                             [(0, hh), (0, hh), (hh, H), (hh, H)],
+                                             [(0, wh), (wh, W), (0, wh), (wh, W)]):
+        r0, c0 = s * top, s * left  # tile origin in output pixels
+        out[:, :, rows[0]:rows[1], cols[0]:cols[1]] = tile[:, :, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
+    return out
+
+
+def _transforms():
+    """The 8 flips/transposes of the dihedral group as (forward, inverse) pairs on [N, C, H, W]."""
+    pairs = []
+    for transpose in (False, True):
+        for flip_h in (False, True):
+            for flip_w in (False, True):
+                dims = [d for d, on in ((2, flip_h), (3, flip_w)) if on]
+
+                def fwd(t, dims=dims, transpose=transpose):
+                    t = t.flip(dims) if dims else t
+                    return t.transpose(2, 3) if transpose else t
+
+                def inv(t, dims=dims, transpose=transpose):
+                    t = t.transpose(2, 3) if transpose else t
+                    return t.flip(dims) if dims else t
+                pairs.append((fwd, inv))
+    return pairs
+
+
+def _autocast(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    if device.type != "cuda" and precision == "fp16":
+        raise ValueError(f"precision fp16 needs a CUDA device (the model is on {device}); "
+                         "use bf16 or fp32 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _model_placement(model, lr):
+    for p in model.parameters():
+        return p.device, p.dtype
+    return lr.device, lr.dtype
+
+
+def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp32"):
+    """Super-resolve one image: float [1, C, H, W] in [0, rgb_range] -> [1, C, scale*H, scale*W].
+
+    H and W are padded (replicate, bottom and right) to a multiple of `model.size_multiple`
+    and the output is cropped back. `chop` runs `forward_chop`; `self_ensemble` averages
+    the 8 flipped/transposed passes, each mapped back, before any quantisation;
+    `precision` fp16/bf16 runs under torch.autocast (fp16 only on CUDA). The result is not
+    clipped; it is on the model's device, in float32 (or the model's dtype when wider).
+    """
+    if lr.dim() != 4 or lr.shape[0] != 1:
+        raise ValueError(f"upscale expects one image [1, C, H, W], got {tuple(lr.shape)}")
+    if not lr.is_floating_point():
+        raise ValueError(f"upscale expects a float tensor in [0, rgb_range], got {lr.dtype}")
+    multiple = int(getattr(model, "size_multiple", 1))
+    device, dtype = _model_placement(model, lr)
+    h, w = lr.shape[-2:]
+    x = lr.to(device=device, dtype=dtype)
+    pad_h, pad_w = _round_up(h, multiple) - h, _round_up(w, multiple) - w
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+    def run(t):
+        y = forward_chop(model, t, scale, multiple) if chop else model(t)
+        return y if y.dtype in (torch.float32, torch.float64) else y.float()
+
+    with torch.no_grad(), _autocast(precision, device):
+        if self_ensemble:
+            out = None
+            for fwd, inv in _transforms():
+                y = inv(run(fwd(x)))
+                out = y if out is None else out + y
+            out = out / 8
+        else:
+            out = run(x)
+    if out.shape[-2:] != (scale * x.shape[-2], scale * x.shape[-1]):
+        raise ValueError(f"the model gave {tuple(out.shape)} for input {tuple(x.shape)} at x{scale}")
+    return out[:, :, :scale * h, :scale * w]
