@@ -54,7 +54,7 @@ import triton
 import triton.language as tl
 
 from ._backend import interpreting
-from .cross_scale_torch import KEY_NORM_FLOOR, cross_scale_attention_torch
+from .cross_scale_torch import KEY_NORM_FLOOR
 
 # Tests set this to fill every output / scratch buffer with NaN before the launches,
 # so that an element a kernel forgets to write shows up.
@@ -507,16 +507,21 @@ def _args(named_args, kwargs):
 
 def _prune_value_blocks(configs, named_args, **kwargs):
     """Drop channel slices wider than the next power of two of Cv*s^2 (keep the narrowest)."""
-    cvs = _args(named_args, kwargs)["CVS"]
+    cvs = _args(named_args, kwargs).get("CVS")
+    if cvs is None:
+        return configs
     cap = max(16, triton.next_power_of_2(int(cvs)))
     kept = [c for c in configs if c.kwargs["BLOCK_V"] <= cap]
     return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_V"])]
 
 
 def _prune_unfolded(rows_key):
-    """Keep the unfolded fp32 accumulator (9 * CKP * rows values) at <= 96 registers per thread."""
+    """Keep the nine fp32 per-tap accumulators (9 * CKP * rows values) at <= 96 registers
+    per thread (keep the smallest if none fits)."""
     def prune(configs, named_args, **kwargs):
-        ckp = _args(named_args, kwargs)["CKP"]
+        ckp = _args(named_args, kwargs).get("CKP")
+        if ckp is None:
+            return configs
         size = lambda c: 9 * ckp * c.kwargs[rows_key]
         kept = [c for c in configs if size(c) <= 96 * 32 * c.num_warps]
         return kept or [min(configs, key=lambda c: size(c) / c.num_warps)]
@@ -760,8 +765,8 @@ def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
     cv = v.shape[1]
     if n == 0 or cv == 0 or H == 0 or W == 0:
         return _EmptyFn.apply(q, k, v, scale)          # the output has no elements
-    if ck == 0:                                        # scores all 0: uniform weights
-        return cross_scale_attention_torch(q, k, v, scale, softmax_scale)
+    if ck == 0:
+        raise ValueError("cross_scale_attention_triton: q and k need at least one channel")
     ctx = torch.autocast(q.device.type, enabled=False) if cast is not None else contextlib.nullcontext()
     with ctx:
         return _CrossScaleAttentionFn.apply(q, k, v, scale, float(softmax_scale))
