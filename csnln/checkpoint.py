@@ -4,12 +4,11 @@ Three kinds load: this project's training checkpoints (a dict with "model" and
 "config"), model-only state dicts in the original layout (what training exports
 and what the paper released), and such state dicts wrapped as {"state_dict": ...}.
 """
-import os
 import pathlib
-import tempfile
 
 import torch
 
+from .files import atomic_write
 from .model import CSNLN, RGB_MEAN
 
 _MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")
@@ -20,25 +19,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save `obj` to `path` atomically (see csnln.files.atomic_write)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_checkpoint(path):

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 from torch.utils.data import Dataset
 
+from .files import atomic_write
 from .images import ImageError, read_image, to_tensor, write_image
 from .imresize import imresize, modcrop
 
@@ -59,6 +60,17 @@ def make_lr(hr_path, lr_path, scale):
     return lr
 
 
+def _lr_path(hr, lr_dir, scale):
+    """The LR file of `hr` in `lr_dir`; where it is missing, a cached one made from HR."""
+    lr = lr_dir / f"{hr.stem}x{scale}.png"
+    if lr.is_file():
+        return lr
+    lr = _lr_cache_dir(lr_dir) / lr.name
+    if not lr.is_file():
+        make_lr(hr, lr, scale)
+    return lr
+
+
 def div2k_pairs(data_path, scale, first, last):
     """[(HR path, LR path)] for DIV2K images first..last; LR made from HR where missing."""
     root = pathlib.Path(data_path) / "DIV2K"
@@ -66,18 +78,11 @@ def div2k_pairs(data_path, scale, first, last):
     if not hr_dir.is_dir():
         raise DataLayoutError(f"no DIV2K training images: {hr_dir} does not exist\n{LAYOUT}")
     lr_dir = root / "DIV2K_train_LR_bicubic" / f"X{scale}"
-    pairs, cache_dir = [], None
+    pairs = []
     for i in range(first, last + 1):
         hr = hr_dir / f"{i:04d}.png"
-        if not hr.is_file():
-            continue
-        lr = lr_dir / f"{i:04d}x{scale}.png"
-        if not lr.is_file():
-            cache_dir = cache_dir or _lr_cache_dir(lr_dir)
-            lr = cache_dir / lr.name
-            if not lr.is_file():
-                make_lr(hr, lr, scale)
-        pairs.append((hr, lr))
+        if hr.is_file():
+            pairs.append((hr, _lr_path(hr, lr_dir, scale)))
     if not pairs:
         raise DataLayoutError(f"no DIV2K images {first:04d}..{last:04d} in {hr_dir}\n{LAYOUT}")
     return pairs
@@ -89,14 +94,7 @@ def benchmark_pairs(data_path, name, scale):
     hr_dir, lr_dir = root / "HR", root / "LR_bicubic" / f"X{scale}"
     if not hr_dir.is_dir():
         raise DataLayoutError(f"benchmark set {name!r} not found: {hr_dir} does not exist\n{LAYOUT}")
-    pairs = []
-    for hr in sorted(hr_dir.glob("*.png")):
-        lr = lr_dir / f"{hr.stem}x{scale}.png"
-        if not lr.is_file():
-            lr = _lr_cache_dir(lr_dir) / lr.name
-            if not lr.is_file():
-                make_lr(hr, lr, scale)
-        pairs.append((hr, lr))
+    pairs = [(hr, _lr_path(hr, lr_dir, scale)) for hr in sorted(hr_dir.glob("*.png"))]
     if not pairs:
         raise DataLayoutError(f"benchmark set {name!r} has no PNG images in {hr_dir}\n{LAYOUT}")
     return pairs
@@ -127,10 +125,8 @@ class ImageCache:
         key = hashlib.sha1(str(pathlib.Path(path).resolve()).encode()).hexdigest()[:16]
         npy = pathlib.Path(self.npy_dir) / f"{pathlib.Path(path).stem}-{key}.npy"
         if not npy.is_file():
-            npy.parent.mkdir(parents=True, exist_ok=True)
-            tmp = npy.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, read_image(path))
-            os.replace(tmp, npy)
+            img = read_image(path)
+            atomic_write(npy, lambda f: np.save(f, img))
         return np.load(npy, mmap_mode="r")
 
 

@@ -11,10 +11,8 @@ and PSNR / SSIM are measured on the Y channel with `shave = scale` border pixels
   image (`csnln.bicubic.bicubic_paper_y`); it needs no LR files.
 """
 import json
-import os
 import pathlib
 import sys
-import tempfile
 import time
 
 import imageio.v2 as imageio
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .files import atomic_write
 from .bicubic import bicubic_paper_y, bicubic_upscale, paper_hr_y
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import upscale
@@ -183,18 +182,7 @@ def figure(rows, gap=FIGURE_GAP):
 # --------------------------------------------------------------------------- evaluation
 
 def write_json_atomic(path, data):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), binary=False)
 
 
 def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_range="1-800/801-810",

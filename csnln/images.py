@@ -1,10 +1,11 @@
 """Reading and writing images as uint8 RGB arrays [H, W, 3]."""
-import os
 import pathlib
-import tempfile
 
 import imageio.v2 as imageio
+import imageio.v3 as iio
 import numpy as np
+
+from .files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -51,17 +52,8 @@ def read_image(path):
 
 def write_image(path, img):
     """Write uint8 [H, W, 3] (or [H, W]) atomically; the format follows the extension."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        imageio.imwrite(tmp, img)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    encoded = iio.imwrite("<bytes>", img, extension=pathlib.Path(path).suffix)
+    atomic_write(path, lambda f: f.write(encoded))
 
 
 def to_tensor(img, rgb_range):

@@ -53,3 +53,17 @@ def check_attention_inputs(name, q, k, v):
 
 def _describe(t):
     return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def autocast_dtype(device_type):
+    """The autocast dtype when autocast is on for `device_type`, else None (torch >= 2.4 and older)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        enabled = device_type == "cuda" and torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # torch < 2.4
+        return torch.get_autocast_gpu_dtype()

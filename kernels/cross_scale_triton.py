@@ -53,7 +53,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._backend import interpreting
+from ._backend import autocast_dtype, interpreting
 from .cross_scale_torch import KEY_NORM_FLOOR
 
 # Tests set this to fill every output / scratch buffer with NaN before the launches,
@@ -728,20 +728,6 @@ class _CrossScaleAttentionFn(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-def _autocast_dtype(device_type):
-    """The autocast dtype when autocast is on for `device_type`, else None."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4
-        enabled = device_type == "cuda" and torch.is_autocast_enabled()
-    if not enabled:
-        return None
-    try:
-        return torch.get_autocast_dtype(device_type)
-    except AttributeError:  # torch < 2.4
-        return torch.get_autocast_gpu_dtype()
-
-
 def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
     """Fused Triton cross-scale attention (shapes checked by kernels.cross_scale_attention).
 
@@ -754,7 +740,7 @@ def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
         raise RuntimeError(f"cross_scale_attention_triton: tensors on {q.device} need CUDA "
                            "(or CPU with TRITON_INTERPRET=1 set before kernels.cross_scale_triton "
                            "was imported)")
-    cast = _autocast_dtype(q.device.type)
+    cast = autocast_dtype(q.device.type)
     if cast is not None:
         q, k, v = (t.to(cast) for t in (q, k, v))
     if q.dtype not in _DTYPES or not (q.dtype == k.dtype == v.dtype):

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._backend import interpreting
+from ._backend import autocast_dtype, interpreting
 
 _INTERPRET = interpreting()
 # Block sizes used under the interpreter (tests may change them).
@@ -498,21 +498,6 @@ class _InScaleAttention(torch.autograd.Function):
                      for g, need, shape in zip(grads, (need_dq, need_dk, need_dv), ctx.shapes))
 
 
-def _autocast_dtype(device_type):
-    """The autocast dtype when autocast is on for `device_type`, else None (torch >= 2.4 API,
-    with the older CUDA-only API as fallback)."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:
-        enabled = device_type == "cuda" and torch.is_autocast_enabled()
-    if not enabled:
-        return None
-    try:
-        return torch.get_autocast_dtype(device_type)
-    except AttributeError:
-        return torch.get_autocast_gpu_dtype()
-
-
 def in_scale_attention_triton(q, k, v):
     """Fused Triton in-scale attention: q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W].
 
@@ -523,7 +508,7 @@ def in_scale_attention_triton(q, k, v):
         raise RuntimeError(f"in_scale_attention_triton: tensors on {q.device} need CUDA "
                            "(or CPU with TRITON_INTERPRET=1 set before kernels.in_scale_triton "
                            "was imported)")
-    cast = _autocast_dtype(q.device.type)
+    cast = autocast_dtype(q.device.type)
     if cast is not None:
         q, k, v = (t.to(cast) for t in (q, k, v))
     if q.dtype not in _DTYPES:
