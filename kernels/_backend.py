@@ -15,6 +15,12 @@ def interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def autotune_enabled():
+    """Whether the Triton kernels autotune their block sizes: not under the interpreter, and
+    not with CSNLN_TRITON_AUTOTUNE=0 (one fixed config: quick GPU correctness checks)."""
+    return not interpreting() and os.environ.get("CSNLN_TRITON_AUTOTUNE", "1") != "0"
+
+
 def resolve_backend(backend, tensor):
     """Return "torch" or "triton" for `backend` and the device of `tensor`.
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._backend import autocast_dtype, interpreting
+from ._backend import autocast_dtype, autotune_enabled, interpreting
 from .cross_scale_torch import KEY_NORM_FLOOR
 
 # Tests set this to fill every output / scratch buffer with NaN before the launches,
@@ -61,6 +61,7 @@ from .cross_scale_torch import KEY_NORM_FLOOR
 _POISON = False
 
 _INTERPRET = interpreting()
+_AUTOTUNE = autotune_enabled()  # else one fixed config (interpreter, quick GPU checks)
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LOG2E = 1.4426950408889634
 _INT32_LIMIT = 2 ** 31 - 1
@@ -543,7 +544,7 @@ _FIXED = {
     "dv": dict(BLOCK_M=64, BLOCK_N=16, BLOCK_C=64, BLOCK_V=64),
 }
 
-if _INTERPRET:
+if not _AUTOTUNE:
     _fwd_stats = _fwd_stats_kernel
     _fwd_out = _fwd_out_kernel
     _bwd_dq = _bwd_dq_kernel
@@ -594,8 +595,8 @@ else:  # pragma: no cover - needs a GPU
 
 
 def _launch(kernel, name, grid, *args, **const):
-    """Launch `kernel` with the autotuned config, or the fixed one under the interpreter."""
-    if _INTERPRET:
+    """Launch `kernel` with the autotuned config, or the fixed one (interpreter, CSNLN_TRITON_AUTOTUNE=0)."""
+    if not _AUTOTUNE:
         meta = _FIXED[name]
         kernel[grid(meta)](*args, **const, **meta)
     else:

@@ -24,8 +24,8 @@ Design
   input dtype before their matmuls, as in flash-attention).
 * On GPU the block sizes are autotuned per (Ck, Cv, dtype), not per L (the first
   call of each key benchmarks the candidates, pruned by dtype and shared memory).
-  Under TRITON_INTERPRET=1 (decided once at import) a fixed small config is launched,
-  and bf16 runs with fp32 dots of the bf16 tiles and emulated round-to-nearest casts
+  Under TRITON_INTERPRET=1 or CSNLN_TRITON_AUTOTUNE=0 (decided once at import) a fixed
+  small config is launched. Under the interpreter bf16 runs with fp32 dots of the bf16 tiles and emulated round-to-nearest casts
   (EMU_BF16): the interpreter's bf16 dot is wrong and its fp32->bf16 cast truncates.
 * Offsets that scale with the batch or with L, and the loops' pointer steps, are
   64-bit.
@@ -36,9 +36,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._backend import autocast_dtype, interpreting
+from ._backend import autocast_dtype, autotune_enabled, interpreting
 
 _INTERPRET = interpreting()
+_AUTOTUNE = autotune_enabled()  # else one fixed config (interpreter, quick GPU checks)
 # Block sizes used under the interpreter (tests may change them).
 _INTERP_BLOCK_M = 16
 _INTERP_BLOCK_N = 16
@@ -396,7 +397,7 @@ def _tuned(kernel, config_sets, streamed):
                            prune_configs_by={"early_config_prune": _pruner(config_sets, streamed)})(kernel)
 
 
-if _INTERPRET:
+if not _AUTOTUNE:
     _fwd_kernel, _dkdv_kernel, _dq_kernel = _in_scale_fwd, _in_scale_bwd_dkdv, _in_scale_bwd_dq
 else:
     _fwd_kernel = _tuned(_in_scale_fwd, _FWD_CONFIGS, "BLOCK_N")
@@ -405,8 +406,8 @@ else:
 
 
 def _launch(kernel, grid_of, args, meta):
-    """Launch `kernel`: a fixed config under the interpreter, the autotuned one on GPU."""
-    if _INTERPRET:
+    """Launch `kernel`: the autotuned config, or a fixed one (interpreter, CSNLN_TRITON_AUTOTUNE=0)."""
+    if not _AUTOTUNE:
         blocks = {"BLOCK_M": _INTERP_BLOCK_M, "BLOCK_N": _INTERP_BLOCK_N}
         kernel[grid_of(blocks)](*args, **meta, **blocks)
     else:

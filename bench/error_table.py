@@ -1,0 +1,104 @@
+"""GPU error table of both Triton kernels: fp32, fp16, bf16 on odd shapes, fresh random inputs.
+
+For out and every input gradient: the kernel's error against the float64 PyTorch reference,
+next to the error of the PyTorch reference run in the same precision (max|err| / max|ref|).
+A row passes when kernel <= 2 x torch + one rounding of the dtype (fp32: <= 1e-4). Kernel
+outputs are NaN-poisoned before each launch, so unwritten elements fail the row.
+
+    PYTHONPATH=. python bench/error_table.py [--json PATH]
+Without a GPU it runs tiny shapes under TRITON_INTERPRET=1 (no bf16: the interpreter's bf16
+dot is wrong).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import kernels  # noqa: E402
+from kernels import cross_scale_triton, in_scale_triton  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16] if CUDA else [torch.float32, torch.float16]
+SLACK = {torch.float32: 1e-4, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+# (op, N, Ck, Cv, H, W, s): odd sizes, non-square, H*W not a multiple of any block
+CASES = ([("in_scale", 2, 64, 128, 33, 47, 1), ("in_scale", 1, 24, 40, 7, 5, 1),
+          ("cross_scale", 2, 64, 128, 34, 46, 2), ("cross_scale", 1, 64, 128, 33, 21, 3),
+          ("cross_scale", 1, 48, 16, 10, 6, 2)] if CUDA else
+         [("in_scale", 2, 24, 40, 7, 5, 1), ("cross_scale", 1, 16, 32, 10, 6, 2),
+          ("cross_scale", 1, 16, 16, 9, 6, 3)])
+
+
+def _run(op, s, tensors, grad, backend):
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    if op == "in_scale":
+        out = kernels.in_scale_attention(*leaves, backend=backend)
+    else:
+        out = kernels.cross_scale_attention(*leaves, s, backend=backend)
+    out.backward(grad.to(out.dtype))
+    return [out.detach().double()] + [t.grad.double() for t in leaves]
+
+
+def error_rows():
+    """Rows of the table; the kernels' outputs are NaN-poisoned while it runs."""
+    saved = in_scale_triton._POISON, cross_scale_triton._POISON
+    in_scale_triton._POISON = cross_scale_triton._POISON = True
+    try:
+        return [row for case in CASES for row in _case_rows(*case)]
+    finally:
+        in_scale_triton._POISON, cross_scale_triton._POISON = saved
+
+
+def _case_rows(op, n, ck, cv, h, w, s):
+    q = torch.randn(n, ck, h, w, device=DEVICE, dtype=torch.float64)
+    k = torch.randn(n, ck, h // s, w // s, device=DEVICE, dtype=torch.float64)
+    v = torch.randn(n, cv, h, w, device=DEVICE, dtype=torch.float64)
+    if op == "in_scale":
+        q, k = q * ck ** -0.5 * 3, k * ck ** -0.5 * 3  # logits of a few units, as after training
+    grad = torch.randn(n, cv, h * s, w * s, device=DEVICE, dtype=torch.float64)
+    ref = _run(op, s, (q, k, v), grad, "torch")
+    rows = []
+    for dtype in DTYPES:
+        low = [t.to(dtype) for t in (q, k, v)]
+        kernel = _run(op, s, low, grad, "triton")
+        torch_low = _run(op, s, low, grad, "torch")
+        for name, r, a, b in zip(("out", "dq", "dk", "dv"), ref, kernel, torch_low):
+            scale = r.abs().max().item() or 1.0
+            err_k = (a - r).abs().max().item() / scale
+            err_t = (b - r).abs().max().item() / scale
+            bound = 1e-4 if dtype == torch.float32 else 2 * err_t + SLACK[dtype]
+            rows.append({"op": op, "shape": f"{n}x{ck}/{cv}x{h}x{w}" + (f" s{s}" if s > 1 else ""),
+                         "dtype": str(dtype).replace("torch.", ""), "tensor": name, "kernel": err_k,
+                         "torch": err_t, "ok": bool(err_k <= bound)})  # NaN compares False
+    return rows
+
+
+def format_rows(rows):
+    lines = ["| op | shape | dtype | tensor | kernel err | torch err | ok |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['tensor']} | {r['kernel']:.2e} | "
+              f"{r['torch']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    rows = error_rows()
+    device = torch.cuda.get_device_name() if CUDA else "CPU (Triton interpreter)"
+    import triton
+    print(f"{device}, torch {torch.__version__}, Triton {triton.__version__}")
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "rows": rows}, f, indent=2)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Compact table of a `pytest bench --benchmark-json PATH` run.
+
+One row per benchmark: group, backend, median, TFLOP/s, peak memory beyond inputs, and the
+speed-up of each row over every other backend of its group (measured in the same run).
+
+    python bench/summarize.py PATH
+"""
+import json
+import sys
+
+
+def rows(report):
+    groups = {}
+    for b in report["benchmarks"]:
+        groups.setdefault(b["group"], []).append(b)
+    out = []
+    for group, members in groups.items():
+        medians = {m["params"]["backend"]: m["stats"]["median"] for m in members}
+        for m in members:
+            info, backend = m["extra_info"], m["params"]["backend"]
+            speedups = ", ".join(f"{medians[other] / m['stats']['median']:.2f}x vs {other}"
+                                 for other in medians if other != backend)
+            out.append({"group": group, "backend": backend, "median_ms": m["stats"]["median"] * 1e3,
+                        "tflops": info.get("tflops"), "peak_extra_mb": info.get("peak_extra_mb"),
+                        "speedups": speedups})
+    return out
+
+
+def format_table(report):
+    first = report["benchmarks"][0]["extra_info"] if report["benchmarks"] else {}
+    head = (f"{first.get('device')}, torch {first.get('torch')}, Triton {first.get('triton')}, "
+            f"{first.get('dtype')}, {report.get('datetime', '')[:10]}")
+    lines = [head, "", "| benchmark | backend | median ms | TFLOP/s | peak extra MB | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for r in rows(report):
+        tflops = f"{r['tflops']:.3g}" if r["tflops"] else "-"
+        peak = f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-"
+        lines.append(f"| {r['group']} | {r['backend']} | {r['median_ms']:.3f} | {tflops} | {peak} | "
+                     f"{r['speedups']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/summarize.py BENCH_JSON")
+    with open(sys.argv[1]) as f:
+        print(format_table(json.load(f)))

@@ -1,0 +1,26 @@
+"""The GPU-check tools, exercised on the CPU: the error table and the benchmark summary."""
+import json
+
+from bench import error_table, summarize
+
+
+def test_error_table_runs_both_kernels_and_passes(tmp_path):
+    path = tmp_path / "errors.json"
+    assert error_table.main(["--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["op"] for r in rows} == {"in_scale", "cross_scale"}
+    assert {r["tensor"] for r in rows} == {"out", "dq", "dk", "dv"}
+    assert all(r["ok"] and 0 < r["kernel"] < 1e-2 for r in rows)
+
+
+def test_summary_reports_speedups_within_a_group():
+    report = {"datetime": "2026-11-27T00:00:00", "benchmarks": [
+        {"group": "g", "params": {"backend": "triton"}, "stats": {"median": 0.001},
+         "extra_info": {"tflops": 400.0, "peak_extra_mb": 12.0, "device": "GPU", "torch": "t", "triton": "x",
+                        "dtype": "float16"}},
+        {"group": "g", "params": {"backend": "torch"}, "stats": {"median": 0.004},
+         "extra_info": {"tflops": 100.0, "peak_extra_mb": 900.0}},
+    ]}
+    table = summarize.format_table(report)
+    assert "| g | triton | 1.000 | 400 | 12 | 4.00x vs torch |" in table
+    assert "| g | torch | 4.000 | 100 | 900 | 0.25x vs triton |" in table
