@@ -83,6 +83,8 @@ def _worker(local_rank, config, world, spawned):
         device = _device(config, local_rank)
     try:
         Trainer(config, device).fit()
+        if dist.is_initialized():
+            dist.barrier()  # no rank tears gloo down while a peer still talks to it
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -1,6 +1,5 @@
 """The training harness on CPU: gloo DDP, resume, atomic checkpoints, errors, quick start."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from csnln import CSNLN
 from csnln.checkpoint import atomic_save, load_model
 from csnln.config import load_config
 from csnln.data import DataLayoutError, training_set
@@ -29,9 +29,9 @@ def tiny_config(save, *more):
     return load_config(overrides=TINY + ["--save", str(save), *more])
 
 
-def _ddp_worker(rank, config, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-    dist.init_process_group("gloo")
+def _ddp_worker(rank, config, store, out):
+    # a file rendezvous: no TCP port to race for
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     trainer = Trainer(config, torch.device("cpu"))
     trainer.fit()
     flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
@@ -39,18 +39,18 @@ def _ddp_worker(rank, config, port, out):
     dist.all_gather(gathered, flat)
     if rank == 0:
         torch.save({"params": gathered, "iterations": trainer.iteration}, out)
+    dist.barrier()
     dist.destroy_process_group()
 
 
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
     config = tiny_config(tmp_path / "run", "--epochs", "1")
-    from csnln.training import _free_port
     out = tmp_path / "result.pt"
-    mp.spawn(_ddp_worker, args=(config, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(config, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
     result = torch.load(out)
     assert result["iterations"] == 3
-    initial = torch.cat([p.detach().flatten() for p in
-                         __import__("csnln").CSNLN(scale=2, n_feats=8, depth=1).parameters()])
+    torch.manual_seed(config["seed"])  # the trainer seeds the same way before building its model
+    initial = torch.cat([p.detach().flatten() for p in CSNLN(scale=2, n_feats=8, depth=1).parameters()])
     assert torch.equal(result["params"][0], result["params"][1])
     assert not torch.equal(result["params"][0], initial)
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["epoch_0001.pt"]
