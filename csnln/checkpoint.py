@@ -1,20 +1,25 @@
 """Checkpoint files: atomic writes, and loading any CSNLN checkpoint into a model.
 
-Three kinds load: this project's training checkpoints (a dict with "model" and
+Every file is loaded with `torch.load(weights_only=True)`: tensors and plain Python values
+only, so a crafted pickle cannot run code. Three kinds load: this project's training checkpoints (a dict with "model" and
 "config"), model-only state dicts in the original layout (what training exports
 and what the paper released), and such state dicts wrapped as {"state_dict": ...}.
 """
 import pathlib
+import pickle
+import re
 
 import torch
 
+from .config import UserError
 from .files import atomic_write
 from .model import CSNLN, RGB_MEAN
 
-_MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_psnr", "history",
+                 "config", "rng")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or not the model asked for."""
 
 
@@ -23,15 +28,35 @@ def atomic_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def read_checkpoint(path):
-    """-> (state_dict in the original layout, the training config or None)."""
+def load_file(path):
+    """torch.load a checkpoint safely (weights_only) onto the CPU; CheckpointError naming `path`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"refused to load {path}: it holds Python objects{what} beyond tensors and "
+                              "plain values, and loading those could run code") from None
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint?): {reason}") from None
+
+
+def training_state(path):
+    """The full state of a training checkpoint (checkpoints/epoch_*.pt) for resuming."""
+    data = load_file(path)
+    if not isinstance(data, dict) or any(k not in data for k in TRAINING_KEYS):
+        raise CheckpointError(f"{path} is not a training checkpoint (resume from save/checkpoints/epoch_*.pt; "
+                              "model_latest.pt and model_best.pt hold the weights only)")
+    return data
+
+
+def read_checkpoint(path):
+    """-> (state_dict in the original layout, the training config or None)."""
+    data = load_file(path)
     if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
         return data["model"], data.get("config")
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

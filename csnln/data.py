@@ -4,7 +4,8 @@
     data_path/DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png      (X3, X4)
     data_path/benchmark/Set5/HR/baby.png
     data_path/benchmark/Set5/LR_bicubic/X2/babyx2.png
-Missing LR images are made from HR with MATLAB-exact bicubic and cached on disk.
+Missing LR images of training sets are made from HR with MATLAB-exact bicubic and cached on
+disk; test sets are read by `csnln.evaluate`, which needs their LR files.
 """
 import hashlib
 import os
@@ -13,30 +14,18 @@ import pathlib
 import numpy as np
 from torch.utils.data import Dataset
 
+from .config import UserError, parse_range
 from .files import atomic_write
 from .images import ImageError, read_image, to_tensor, write_image
 from .imresize import imresize, modcrop
 
-LAYOUT = """expected layout under data_path:
-  DIV2K/DIV2K_train_HR/0001.png ... 0900.png
-  DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png (X3, X4; made from HR when missing)
-  benchmark/<Set5|Set14|B100|Urban100|Manga109>/HR/<name>.png
-  benchmark/<Set>/LR_bicubic/X2/<name>x2.png (X3, X4)"""
+LAYOUT = ("expected data_path/DIV2K/DIV2K_train_HR/0001.png and DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png "
+          "(X3, X4; made from HR when missing) for training, benchmark/<Set>/HR/<name>.png and "
+          "benchmark/<Set>/LR_bicubic/X2/<name>x2.png for testing")
 
 
-class DataLayoutError(FileNotFoundError):
+class DataLayoutError(UserError, FileNotFoundError):
     """data_path does not hold what the configuration names; the message shows the layout."""
-
-
-def parse_range(data_range):
-    """'1-800/801-810' -> ((1, 800), (801, 810))."""
-    try:
-        parts = [tuple(int(x) for x in p.split("-")) for p in data_range.split("/")]
-        train, test = (parts + parts)[:2]
-        assert len(train) == 2 and len(test) == 2
-        return train, test
-    except (ValueError, AssertionError):
-        raise ValueError(f"data_range must look like 1-800/801-810, got {data_range!r}") from None
 
 
 def _lr_cache_dir(lr_dir):
@@ -76,7 +65,7 @@ def div2k_pairs(data_path, scale, first, last):
     root = pathlib.Path(data_path) / "DIV2K"
     hr_dir = root / "DIV2K_train_HR"
     if not hr_dir.is_dir():
-        raise DataLayoutError(f"no DIV2K training images: {hr_dir} does not exist\n{LAYOUT}")
+        raise DataLayoutError(f"no DIV2K training images: {hr_dir} does not exist; {LAYOUT}")
     lr_dir = root / "DIV2K_train_LR_bicubic" / f"X{scale}"
     pairs = []
     for i in range(first, last + 1):
@@ -84,7 +73,7 @@ def div2k_pairs(data_path, scale, first, last):
         if hr.is_file():
             pairs.append((hr, _lr_path(hr, lr_dir, scale)))
     if not pairs:
-        raise DataLayoutError(f"no DIV2K images {first:04d}..{last:04d} in {hr_dir}\n{LAYOUT}")
+        raise DataLayoutError(f"no DIV2K images {first:04d}..{last:04d} in {hr_dir}; {LAYOUT}")
     return pairs
 
 
@@ -93,16 +82,11 @@ def benchmark_pairs(data_path, name, scale):
     root = pathlib.Path(data_path) / "benchmark" / name
     hr_dir, lr_dir = root / "HR", root / "LR_bicubic" / f"X{scale}"
     if not hr_dir.is_dir():
-        raise DataLayoutError(f"benchmark set {name!r} not found: {hr_dir} does not exist\n{LAYOUT}")
+        raise DataLayoutError(f"benchmark set {name!r} not found: {hr_dir} does not exist; {LAYOUT}")
     pairs = [(hr, _lr_path(hr, lr_dir, scale)) for hr in sorted(hr_dir.glob("*.png"))]
     if not pairs:
-        raise DataLayoutError(f"benchmark set {name!r} has no PNG images in {hr_dir}\n{LAYOUT}")
+        raise DataLayoutError(f"benchmark set {name!r} has no PNG images in {hr_dir}; {LAYOUT}")
     return pairs
-
-
-def crop_hr_to_lr(hr, lr, scale):
-    """HR cropped from the top-left to (LR height * scale, LR width * scale)."""
-    return hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
 
 
 class ImageCache:
@@ -200,11 +184,3 @@ def training_set(config, npy_dir=None):
     return TrainPatches(pairs, config["scale"], config["patch_size"], config["rgb_range"],
                         length=config["batch_size"] * config["test_every"], seed=config["seed"],
                         augment=not config["no_augment"], cache=config["cache"], npy_dir=npy_dir)
-
-
-def evaluation_pairs(config, name):
-    """[(HR path, LR path)] of one test set; "DIV2K" means the validation part of data_range."""
-    if name == "DIV2K":
-        _, (first, last) = parse_range(config["data_range"])
-        return div2k_pairs(config["data_path"], config["scale"], first, last)
-    return benchmark_pairs(config["data_path"], name, config["scale"])

@@ -10,8 +10,12 @@ and PSNR / SSIM are measured on the Y channel with `shave = scale` border pixels
 * ``bicubic_paper``: the DRCN/VDSR table recipe on the floating-point Y plane of the HR
   image (`csnln.bicubic.bicubic_paper_y`); it needs no LR files.
 """
+import datetime
+import hashlib
+import importlib.metadata
 import json
 import pathlib
+import platform
 import sys
 import time
 
@@ -20,10 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_write
 from .bicubic import bicubic_paper_y, bicubic_upscale, paper_hr_y
+from .checkpoint import load_model
+from .config import ConfigError, UserError, parse_range
+from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
-from .inference import upscale
+from .inference import check_runnable, inference_precision, pick_device, upscale
 from .metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
@@ -31,32 +37,20 @@ FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
 FIGURE_CROP = 120   # HR pixels per crop side
 FIGURE_GAP = 6      # white pixels between crops
 
-LAYOUT = """expected the EDSR layout under --data_path {root}:
-  {root}/benchmark/<Set>/HR/<name>.png
-  {root}/benchmark/<Set>/LR_bicubic/X<s>/<name>x<s>.png
-  {root}/DIV2K/DIV2K_train_HR/0801.png                      (--data_test DIV2K, --data_range .../801-900)
-  {root}/DIV2K/DIV2K_train_LR_bicubic/X<s>/0801x<s>.png"""
+CHECKPOINT_KEYS = ("scale", "n_feats", "depth", "rgb_range")  # read from the checkpoint; a given one must match
+LAYOUT = ("expected the EDSR layout under --data_path {root}: benchmark/<Set>/HR/<name>.png and "
+          "benchmark/<Set>/LR_bicubic/X<s>/<name>x<s>.png; for --data_test DIV2K (the images of the second "
+          "part of --data_range) DIV2K/DIV2K_train_HR/0801.png and DIV2K/DIV2K_train_LR_bicubic/X<s>/0801x<s>.png")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Bad input to the evaluation (missing data, unusable options); the message says what to fix."""
 
 
 # --------------------------------------------------------------------------- datasets
 
 def _layout_error(what, root):
-    return EvaluationError(f"{what}\n{LAYOUT.format(root=root)}")
-
-
-def _test_range(data_range):
-    part = str(data_range).split("/")[-1]
-    try:
-        first, last = (int(v) for v in part.split("-"))
-    except ValueError:
-        raise EvaluationError(f"data_range {data_range!r}: expected train/test ranges like 1-800/801-900") from None
-    if first < 1 or last < first:
-        raise EvaluationError(f"data_range {data_range!r}: bad test range {part!r}")
-    return first, last
+    return EvaluationError(f"{what}; {LAYOUT.format(root=root)}")
 
 
 def dataset_images(data_path, dataset, scale, data_range="1-800/801-810", need_lr=True):
@@ -66,7 +60,7 @@ def dataset_images(data_path, dataset, scale, data_range="1-800/801-810", need_l
     if dataset == "DIV2K":
         base = root / "DIV2K"
         hr_dir, lr_dir = base / "DIV2K_train_HR", base / "DIV2K_train_LR_bicubic" / f"X{scale}"
-        first, last = _test_range(data_range)
+        _, (first, last) = parse_range(data_range)
         names = [f"{i:04d}" for i in range(first, last + 1)]
     else:
         base = root / "benchmark" / dataset
@@ -241,9 +235,10 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
 
 
 def evaluate(method, datasets, scale, *, data_path, upscaler=None, data_range="1-800/801-810",
-             metric="matlab", out=None, save_results=False, progress=True):
-    """Several test sets at one scale -> {"Set5": {"x2": {...}}, ...}; with `out`, writes
-    out/results.json atomically (and figures / SR images, see `evaluate_dataset`)."""
+             metric="matlab", out=None, save_results=False, progress=True, provenance=None):
+    """Several test sets at one scale -> {"Set5": {"x2": {...}}, ...}. With `out`, merges them into
+    out/results.json (other sets and scales stay), each entry with `provenance`, and writes the
+    figures / SR images (see `evaluate_dataset`)."""
     if save_results and out is None:
         raise EvaluationError("--save_results needs --out DIR (where the SR images go)")
     # check every set before the (possibly long) runs
@@ -254,9 +249,55 @@ def evaluate(method, datasets, scale, *, data_path, upscaler=None, data_range="1
         results.setdefault(dataset, {})[f"x{scale}"] = evaluate_dataset(
             method, dataset, scale, data_path=data_path, upscaler=upscaler, data_range=data_range,
             metric=metric, out=out, save_results=save_results, progress=progress)
+        if provenance is not None:
+            results[dataset][f"x{scale}"]["provenance"] = provenance
     if out is not None:
-        write_json_atomic(pathlib.Path(out) / "results.json", results)
+        path = pathlib.Path(out) / "results.json"
+        merged = _read_results(path)
+        for dataset, by_scale in results.items():
+            merged.setdefault(dataset, {}).update(by_scale)
+        write_json_atomic(path, merged)
     return results
+
+
+def _read_results(path):
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EvaluationError(f"cannot merge into {path} ({e}); move it away or choose another --out") from None
+    if not isinstance(data, dict):
+        raise EvaluationError(f"cannot merge into {path}: not a results.json; choose another --out")
+    return data
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(config, scale, device, precision):
+    """What produced a result: method, checkpoint (path, SHA-256), options, device and versions."""
+    ckpt = pathlib.Path(config["ckpt"]).resolve() if config["ckpt"] else None
+    return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
+            "checkpoint_sha256": _sha256(ckpt) if ckpt else None, "scale": scale, "chop": config["chop"],
+            "self_ensemble": config["self_ensemble"], "metric": config["metric"], "precision": precision,
+            "attention_backend": config["attention_backend"], "device": str(device),
+            "data_path": str(pathlib.Path(config["data_path"]).resolve()), "data_range": config["data_range"],
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"python": platform.python_version(),
+                         **{p: _version(p) for p in ("csnln", "torch", "triton", "numpy", "imageio")}}}
 
 
 def format_table(results, title=None):
@@ -273,17 +314,29 @@ def format_table(results, title=None):
 
 # --------------------------------------------------------------------------- user images
 
-def list_inputs(path):
-    """A file -> [it]; a folder -> its image files (by extension), sorted."""
+def list_inputs(path, scale, output):
+    """A file -> [it]; a folder -> its image files (by extension), sorted. Also -> [(path, why)]
+    of what a folder holds but is skipped: sub-folders, other extensions, and, when the folder is
+    `output` too, the `<name>_x<scale>.png` outputs of an earlier run."""
     path = pathlib.Path(path)
     if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise EvaluationError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
-        return files
-    raise EvaluationError(f"input not found: {path}")
+        return [path], []
+    if not path.is_dir():
+        raise EvaluationError(f"input not found: {path}")
+    same = path.resolve() == pathlib.Path(output).resolve()
+    files, skipped = [], []
+    for p in sorted(path.iterdir()):
+        if p.is_dir():
+            skipped.append((p, "a folder (sub-folders are not searched)"))
+        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append((p, f"not {', '.join(IMAGE_EXTENSIONS)}"))
+        elif same and p.name.endswith(f"_x{scale}.png"):
+            skipped.append((p, "an output of an earlier run (--input is --output)"))
+        else:
+            files.append(p)
+    if not files:
+        raise EvaluationError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+    return files, skipped
 
 
 def upscale_files(upscaler, inputs, output_dir, scale, progress=True):
@@ -305,3 +358,66 @@ def upscale_files(upscaler, inputs, output_dir, scale, progress=True):
             continue
         written.append(target)
     return written, failures
+
+
+# --------------------------------------------------------------------------- eval.py
+
+def _upscaler(config, explicit, device, precision):
+    """-> (upscaler or None for the bicubic methods, scale, a description line)."""
+    method = config["model"]
+    if method not in MODELS:
+        raise ConfigError(f"config key 'model' must be one of {', '.join(MODELS)}, got {method!r}")
+    if method != "csnln":
+        if config["ckpt"]:
+            raise ConfigError(f"--ckpt is only used with --model csnln, not {method}")
+        return None, config["scale"], f"{method}, x{config['scale']}"
+    if not config["ckpt"]:
+        raise ConfigError("--model csnln needs --ckpt PATH (or use --model bicubic / bicubic_paper)")
+    check_runnable(precision, config["attention_backend"], device)
+    expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
+    model, found = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
+    model.eval().to(device)
+    upscaler = NetworkUpscaler(model, found["scale"], found["rgb_range"], device, chop=config["chop"],
+                               self_ensemble=config["self_ensemble"], precision=precision)
+    options = "".join(f", {o}" for o in ("chop", "self_ensemble") if config[o])
+    line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
+            f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}, {precision}{options}")
+    return upscaler, found["scale"], line
+
+
+def run(config, explicit):
+    """eval.py: benchmarks, or --input images -> exit status (0, or 1 when some images failed)."""
+    device = pick_device(config["device"])
+    precision = inference_precision(config["precision"])
+    upscaler, scale, line = _upscaler(config, explicit, device, precision)
+    if config["input"] or config["output"]:
+        if not (config["input"] and config["output"]):
+            raise ConfigError("upscaling your own images needs both --input FILE_OR_DIR and --output DIR")
+        if config["model"] == "bicubic_paper":
+            raise ConfigError("--model bicubic_paper needs HR images; use --model csnln or bicubic with --input")
+        inputs, skipped = list_inputs(config["input"], scale, config["output"])
+        writable_dir(config["output"], "--output")
+        print(line, file=sys.stderr)
+        for path, why in skipped:
+            print(f"eval.py: skipped {path}: {why}", file=sys.stderr)
+        written, failures = upscale_files(upscaler or BicubicUpscaler(scale), inputs, config["output"], scale)
+        print(f"wrote {len(written)} image(s) to {config['output']}"
+              + (f"; {len(failures)} failed: " + ", ".join(str(p) for p, _ in failures) if failures else ""))
+        return 1 if failures else 0
+    if config["out"]:
+        writable_dir(config["out"], "--out")
+    if config["model"] != "csnln" and (config["chop"] or config["self_ensemble"]):
+        print(f"note: --chop / --self_ensemble do not apply to --model {config['model']}", file=sys.stderr)
+    print(line, file=sys.stderr)
+    datasets = [d for d in config["data_test"].split("+") if d]
+    if not datasets:
+        raise ConfigError("--data_test names no test set (e.g. Set5+Set14)")
+    results = evaluate(config["model"], datasets, scale, data_path=config["data_path"], upscaler=upscaler,
+                       data_range=config["data_range"], metric=config["metric"], out=config["out"] or None,
+                       save_results=config["save_results"],
+                       provenance=provenance(config, scale, device, precision))
+    protocol = "DRCN/VDSR recipe" if config["model"] == "bicubic_paper" else f"{config['metric']} protocol"
+    print(format_table(results, f"{config['model']} ({protocol}, Y channel, shave = scale)"))
+    if config["out"]:
+        print(f"results: {config['out']}/results.json")
+    return 0

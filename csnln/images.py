@@ -5,12 +5,13 @@ import imageio.v2 as imageio
 import imageio.v3 as iio
 import numpy as np
 
+from .config import UserError
 from .files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image file that is missing or cannot be decoded; the message names the file."""
 
 
@@ -43,7 +44,10 @@ def read_image(path):
     try:
         img = imageio.imread(path)
     except Exception as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
+        if "Could not find a backend" in str(e):  # no decoder recognised the bytes
+            raise ImageError(f"{path} is not an image (or not a format imageio reads: "
+                             f"{', '.join(IMAGE_EXTENSIONS)})") from None
+        raise ImageError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:
         return to_rgb_uint8(img)
     except ImageError as e:

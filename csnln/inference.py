@@ -12,6 +12,10 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from kernels._backend import resolve_backend
+
+from .config import ConfigError
+
 CHOP_SHAVE = 10
 CHOP_MIN_SIZE = 3600  # the CSNLN code's forward_chop default (LR pixels per tile)
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -113,6 +117,28 @@ def _autocast(precision, device):
         raise ValueError(f"precision fp16 needs a CUDA device (the model is on {device}); "
                          "use bf16 or fp32 on the CPU")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def pick_device(name):
+    """"auto" -> CUDA when present, else the CPU; "cuda" without CUDA is a ConfigError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def inference_precision(precision):
+    """The precision validation and evaluation run at: "auto" means fp32."""
+    return "fp32" if precision == "auto" else precision
+
+
+def check_runnable(precision, attention_backend, device):
+    """ConfigError, before any work, if `precision` or `attention_backend` cannot run on `device`."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA device, not {device}; use --precision fp32 or bf16")
+    try:
+        resolve_backend(attention_backend, torch.empty(0, device=device))
+    except RuntimeError as e:
+        raise ConfigError(f"--attention_backend {attention_backend}: {e}") from None
 
 
 def _model_placement(model, lr):

@@ -1,7 +1,9 @@
 """Training: DDP processes, mixed precision, validation, checkpoints and resume.
 
-`run(config)` trains in this process, or starts `gpus` local processes, or joins a
-torchrun job (RANK / WORLD_SIZE in the environment). Only rank 0 writes files.
+`run(config)` checks everything it can (`prepare`), then trains in this process, or starts
+`gpus` local processes, or joins a torchrun job (RANK / WORLD_SIZE in the environment).
+Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's validation
+PSNR is what eval.py measures on the same set.
 """
 import json
 import math
@@ -9,6 +11,7 @@ import os
 import pathlib
 import random
 import socket
+import sys
 import time
 
 import numpy as np
@@ -20,22 +23,29 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from . import data as data_module
-from .checkpoint import CheckpointError, atomic_save
-from .images import read_image, to_tensor, to_uint8
-from .inference import upscale
-from .metrics import psnr
+from .checkpoint import CheckpointError, atomic_save, training_state
+from .config import ConfigError, UserError, milestones, validate
+from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
+from .files import atomic_write, remove_stale_temps, writable_dir
+from .inference import check_runnable, inference_precision, pick_device
 from .model import CSNLN
 from .plot import plot_history
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")  # a resumed run cannot change these
+RUN_FILES = ("model_latest.pt", "model_best.pt", "log.jsonl", "curves.png")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on; the message says why."""
 
 
-def run(config):
-    """Entry point of train.py."""
+def run(config, explicit=None):
+    """Entry point of train.py. `explicit`: the keys the user set (None: all of them), which
+    override a resumed checkpoint's stored configuration."""
+    config = prepare(config, explicit)
+    if config is None:
+        return
     if "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
         _worker(int(os.environ.get("LOCAL_RANK", 0)), config, int(os.environ["WORLD_SIZE"]), False)
     elif config["gpus"] > 1:
@@ -53,24 +63,95 @@ def _free_port():
 
 
 def _device(config, local_rank):
-    wanted = config["device"]
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda asked for, but no CUDA GPU is visible")
+    device = pick_device(config["device"])
+    if device.type == "cuda":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return device
 
 
 def _precision(config, device):
+    """The training precision: "auto" means fp16 on CUDA, fp32 elsewhere."""
     precision = config["precision"]
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError("precision fp16 needs a CUDA device; use --precision fp32 or bf16 on CPU")
     return precision
+
+
+# -- before the first iteration -------------------------------------------------------------
+def prepare(config, explicit=None):
+    """Check what can be checked before training (device, precision, save folder, resume
+    checkpoint, validation sets) -> the run's configuration, or None when a resumed run has
+    nothing left to do. A fresh run refuses a save folder that holds another run unless
+    `overwrite`; a resumed one takes the checkpoint's configuration, `explicit` keys overriding it."""
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    device = pick_device(config["device"])
+    check_runnable(_precision(config, device), config["attention_backend"], device)
+    save = writable_dir(config["save"], "--save")
+    if config["resume"]:
+        path, state = _resume_point(config)
+        if path is None:
+            config = dict(config, resume="")
+        else:
+            config = _resumed_config(config, explicit, state, path, rank0)
+            if state["epoch"] >= config["epochs"]:
+                if rank0:
+                    print(f"train.py: nothing left to do: {path} finished epoch {state['epoch']} of "
+                          f"{config['epochs']}; give a larger --epochs to train longer")
+                return None
+    elif rank0:
+        _claim(save, config["overwrite"])
+    for name in filter(None, config["data_test"].split("+")):
+        dataset_images(config["data_path"], name, config["scale"], config["data_range"])
+    return config
+
+
+def _claim(save, overwrite):
+    """Refuse a fresh run in a folder holding another run's files, or delete them with `overwrite`."""
+    found = sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
+    if found and not overwrite:
+        raise ConfigError(f"{save} already holds a run ({', '.join(p.name for p in found[:4])}"
+                          f"{', ...' if len(found) > 4 else ''}): continue it with --resume auto, "
+                          "choose another --save, or add --overwrite to replace it")
+    for path in found:
+        path.unlink()
+
+
+def _resume_point(config):
+    """-> (checkpoint path, its state): the given file, or with "auto" the newest readable
+    checkpoint in save/checkpoints (unreadable newer ones are named and skipped); (None, None)
+    when "auto" finds none."""
+    if config["resume"] != "auto":
+        return pathlib.Path(config["resume"]), training_state(config["resume"])
+    folder = pathlib.Path(config["save"]) / "checkpoints"
+    found = sorted(folder.glob("epoch_*.pt"), reverse=True)
+    for path in found:
+        try:
+            return path, training_state(path)
+        except CheckpointError as e:
+            print(f"train.py: warning: skipping {path}: {e}", file=sys.stderr)
+    if found:
+        raise CheckpointError(f"no readable checkpoint in {folder}; give one with --resume PATH or start "
+                              "afresh with --overwrite")
+    print(f"resume auto: no checkpoint in {folder}, starting fresh")
+    return None, None
+
+
+def _resumed_config(config, explicit, state, path, verbose):
+    """The checkpoint's stored configuration with the `explicit` keys of `config` over it."""
+    stored = {k: v for k, v in state["config"].items() if k in config and k not in ("resume", "overwrite")}
+    keys = set(config) if explicit is None else set(explicit)
+    merged = {**config, **stored, **{k: config[k] for k in keys}, "resume": str(path)}
+    changed = {k: (stored[k], merged[k]) for k in stored if stored[k] != merged[k]}
+    fixed = [f"{k} {old} (not {new})" for k, (old, new) in changed.items() if k in MODEL_KEYS]
+    if fixed:
+        raise ConfigError(f"{path} is a model with {', '.join(fixed)}; a resumed run keeps its model")
+    validate(merged)
+    if verbose:
+        print(f"resuming {path} (epoch {state['epoch']}, iteration {state['iteration']}) with its stored options"
+              + ("; changed: " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                 if changed else ""))
+    return merged
 
 
 def _worker(local_rank, config, world, spawned):
@@ -97,7 +178,10 @@ def _seed_everything(seed):
 
 
 def _rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -105,18 +189,11 @@ def _rng_state():
 
 def _set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def milestones(decay):
-    """'200' or '200-400-600' -> [200] or [200, 400, 600] (epochs)."""
-    try:
-        return [int(x) for x in str(decay).split("-")]
-    except ValueError:
-        raise TrainingError(f"decay must be epochs like 200 or 200-400-600, got {decay!r}") from None
 
 
 class Trainer:
@@ -164,21 +241,10 @@ class Trainer:
         return sorted(self.checkpoint_dir.glob("epoch_*.pt"))
 
     def _resume(self):
-        wanted = self.config["resume"]
-        if not wanted:
+        """Load the checkpoint `prepare` chose (config["resume"] is then its path)."""
+        if not self.config["resume"]:
             return
-        if wanted == "auto":
-            found = self._checkpoints()
-            if not found:
-                if self.rank == 0:
-                    print(f"resume auto: no checkpoint in {self.checkpoint_dir}, starting fresh")
-                return
-            path = found[-1]
-        else:
-            path = pathlib.Path(wanted)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint to resume not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = training_state(self.config["resume"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -188,8 +254,6 @@ class Trainer:
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.best_psnr, self.history = state["best_psnr"], state["history"]
         _set_rng_state(state["rng"])
-        if self.rank == 0:
-            print(f"resumed from {path} (epoch {self.epoch}, iteration {self.iteration})")
 
     def _save(self, is_best):
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -214,6 +278,9 @@ class Trainer:
         config = self.config
         if self.rank == 0:
             self.save_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (self.save_dir, self.checkpoint_dir):
+                remove_stale_temps(folder)
+            self._truncate_log()
             n_params = sum(p.numel() for p in self.model.parameters())
             print(f"CSNLN x{config['scale']}: {n_params:,} parameters, {self.world} process(es) on "
                   f"{self.device.type}, precision {self.precision}, {len(self.dataset.pairs)} training images")
@@ -299,29 +366,32 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self):
-        """Rank 0: mean PSNR per test set ({'Set5': 31.2}); other ranks return {}."""
-        if self.rank != 0 or not self.config["data_test"]:
-            return {}
+        """Rank 0: mean PSNR per test set ({'Set5': 31.2}), measured as eval.py does; other ranks: {}."""
         config = self.config
+        if self.rank != 0 or not config["data_test"]:
+            return {}
         model = CSNLN(scale=config["scale"], n_feats=config["n_feats"], depth=config["depth"],
                       n_colors=config["n_colors"], rgb_range=config["rgb_range"],
                       attention_backend=config["attention_backend"]).to(self.device)
         model.load_state_dict(self._eval_weights())
-        model.eval()
-        scores = {}
-        for name in config["data_test"].split("+"):
-            values = []
-            for hr_path, lr_path in data_module.evaluation_pairs(config, name):
-                hr, lr = read_image(hr_path), read_image(lr_path)
-                x = to_tensor(lr, config["rgb_range"])[None].to(self.device)
-                sr = upscale(model, x, config["scale"], chop=config["chop"],
-                             precision=self.precision)
-                sr = to_uint8(sr[0], config["rgb_range"])
-                hr = data_module.crop_hr_to_lr(hr, lr, config["scale"])
-                values.append(psnr(sr, hr, shave=config["scale"], metric=config["metric"]))
-            scores[name] = float(np.mean(values))
-        return scores
+        upscaler = NetworkUpscaler(model.eval(), config["scale"], config["rgb_range"], self.device,
+                                   chop=config["chop"], self_ensemble=config["self_ensemble"],
+                                   precision=inference_precision(config["precision"]))
+        return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],
+                                       upscaler=upscaler, data_range=config["data_range"],
+                                       metric=config["metric"], progress=False)["psnr"]
+                for name in filter(None, config["data_test"].split("+"))}
 
     def _log(self, record):
         with open(self.save_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self):
+        """Drop the log.jsonl records past the iteration this run starts from (left by a killed run)."""
+        path = self.save_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration]
+        if len(kept) != len(lines):
+            atomic_write(path, lambda f: f.writelines(kept), binary=False)

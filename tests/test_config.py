@@ -1,7 +1,8 @@
 """The configuration loader: defaults, YAML files, --key value overrides, clear errors."""
 import pytest
 
-from csnln.config import ConfigError, load_config
+from csnln.cli import parse
+from csnln.config import ConfigError, load_config, options
 
 
 def test_defaults_are_the_papers_recipe():
@@ -42,3 +43,42 @@ def test_unknown_key_in_a_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_one_command_line_for_both_tools(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data_path: somewhere\nepochs: 5\n")  # a run's settings, shared by both tools
+    for prog in ("train.py", "eval.py"):
+        config, explicit = parse(prog, [f"--config={path}", "--scale=3"])
+        assert (config["data_path"], config["epochs"], config["scale"]) == ("somewhere", 5, 3)
+        assert explicit == {"data_path", "epochs", "scale"}
+    assert parse("eval.py", ["--ckpt_file", "m.pt"])[0]["ckpt"] == "m.pt"
+    with pytest.raises(ConfigError, match="--epochs is an option of train.py; eval.py does not use it"):
+        parse("eval.py", ["--epochs", "5"])
+    with pytest.raises(ConfigError, match="--out is an option of eval.py; train.py does not use it"):
+        parse("train.py", ["--out", "x"])
+    with pytest.raises(ConfigError, match="--config needs a path"):
+        parse("train.py", ["--config", "--scale", "3"])
+
+
+def test_every_key_has_a_meaning_and_its_tools():
+    entries = options()
+    assert list(entries) == list(load_config())
+    for key, (default, meaning, tools) in entries.items():
+        assert meaning and set(tools) <= {"train.py", "eval.py"} and tools, key
+    assert entries["lr"][2] == ("train.py",) and entries["ckpt"][2] == ("eval.py",)
+    assert entries["chop"][2] == ("train.py", "eval.py")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--lr="], "'lr' needs a value"),
+    (["--epochs", "0"], "'epochs' must be at least 1"),
+    (["--data_range", "5-2/801-810"], "5-2 is not a range"),
+    (["--decay", "0"], "'decay' must be epochs"),
+    (["--betas", "[0.9"], "cannot read the value"),
+    (["--data_test"], "'data_test' expects str"),
+])
+def test_empty_and_out_of_range_values_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+    assert load_config(overrides=["--data_test", ""])["data_test"] == ""

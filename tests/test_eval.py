@@ -230,3 +230,44 @@ def test_div2k_validation_range(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["DIV2K"]["x2"]["images"] == 1
     assert eval_cli.main(["--model", "bicubic", "--data_test", "DIV2K", "--data_range", "1-3/4-5",
                           "--data_path", str(DATA)]) == 2
+
+
+def test_results_merge_scales_and_record_their_provenance(tmp_path):
+    for scale in (2, 3):
+        assert eval_cli.main(["--model", "bicubic", "--data_test", "Set5", "--scale", str(scale),
+                              "--data_path", str(DATA), "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["Set5"]) == {"x2", "x3"}
+    assert round(results["Set5"]["x2"]["psnr"], 3) == 33.640 and round(results["Set5"]["x3"]["psnr"], 3) == 30.385
+    provenance = results["Set5"]["x3"]["provenance"]
+    assert (provenance["model"], provenance["scale"], provenance["checkpoint"]) == ("bicubic", 3, None)
+    assert provenance["versions"]["torch"] == torch.__version__
+
+
+def test_folder_mode_names_what_it_skips_and_keeps_its_outputs(tmp_path, capsys):
+    imageio.imwrite(tmp_path / "photo.png", np.zeros((6, 8, 3), np.uint8))
+    imageio.imwrite(tmp_path / "photo_x2.png", np.zeros((12, 16, 3), np.uint8))  # an earlier run's output
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "text.png").write_text("hello")
+    (tmp_path / "nested").mkdir()
+    code = eval_cli.main(["--model", "bicubic", "--input", str(tmp_path), "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"skipped {tmp_path / 'nested'}: a folder" in err and f"skipped {tmp_path / 'notes.txt'}: not" in err
+    assert f"skipped {tmp_path / 'photo_x2.png'}: an output of an earlier run" in err
+    assert f"{tmp_path / 'text.png'} is not an image" in err and "pip install" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nested", "notes.txt", "photo.png", "photo_x2.png",
+                                                          "text.png"]
+
+
+def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt):
+    base = ["--ckpt", tiny_ckpt, "--data_path", DATA, "--device", "cpu"]
+    result = run_cli(*base, "--precision", "fp16", "--out", tmp_path / "a")
+    assert result.returncode == 2 and result.stderr == ("eval.py: error: precision fp16 needs a CUDA device, "
+                                                        "not cpu; use --precision fp32 or bf16\n")
+    result = run_cli(*base, "--attention_backend", "triton", TRITON_INTERPRET="0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Triton kernels need CUDA" in result.stderr
+    (tmp_path / "file").write_text("")
+    result = run_cli(*base, "--out", tmp_path / "file")
+    assert result.returncode == 2 and result.stderr == f"eval.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
+    assert not (tmp_path / "a").exists()
