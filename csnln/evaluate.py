@@ -31,6 +31,7 @@ from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import check_runnable, inference_precision, pick_device, upscale
 from .metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y
+from .plot import paste, text
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
@@ -165,12 +166,18 @@ def figure_row(panels, size=FIGURE_CROP, gap=FIGURE_GAP):
     return np.concatenate([c for crop in crops for c in (crop, white)][:-1], axis=1)
 
 
-def figure(rows, gap=FIGURE_GAP):
-    """Rows from `figure_row` -> one uint8 image, rows stacked with white gaps (narrower rows padded)."""
+def figure(rows, captions, gap=FIGURE_GAP):
+    """Rows from `figure_row` -> one uint8 image: `captions` centred over the columns, then the
+    rows stacked with white gaps (narrower rows padded)."""
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    column = (rows[0].shape[1] - gap * (len(captions) - 1)) // len(captions)
+    band = np.full((18, width, 3), 255, np.uint8)
+    for i, caption in enumerate(captions):
+        label = text(caption)
+        paste(band, label, 4, max(i * (column + gap) + (column - label.shape[1]) // 2, 0))
     white = np.full((gap, width, 3), 255, np.uint8)
-    return np.concatenate([c for r in padded for c in (r, white)][:-1], axis=0)
+    return np.concatenate([band] + [c for r in padded for c in (r, white)][:-1], axis=0)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -180,7 +187,7 @@ def write_json_atomic(path, data):
 
 
 def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_range="1-800/801-810",
-                     metric="matlab", out=None, save_results=False, label="CSNLN", progress=True):
+                     metric="matlab", out=None, save_results=False, progress=True):
     """Score one test set at one scale -> {"psnr", "ssim", "images", "seconds_per_image",
     "peak_memory_mb", "per_image"}; with `out`, also writes a crop figure
     (out/figures/<Set>_x<s>.png) and, with `save_results`, the SR images (out/<Set>/x<s>/<name>.png).
@@ -193,6 +200,8 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
         upscaler = BicubicUpscaler(scale)
     items = dataset_images(data_path, dataset, scale, data_range, need_lr=method != "bicubic_paper")
     device = getattr(upscaler, "device", None)
+    captions = {"csnln": ("bicubic", "CSNLN", "HR"), "bicubic": ("bicubic", "HR"),
+                "bicubic_paper": ("bicubic (Y)", "HR (Y)")}[method]
     _peak_memory_reset(device)
     per_image, rows, seconds = {}, [], 0.0
     for name, hr_path, lr_path in tqdm(items, desc=f"{dataset} x{scale}", unit="img", disable=not progress,
@@ -227,7 +236,7 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
         if out is not None and panels is not None and len(rows) < FIGURE_IMAGES:
             rows.append(figure_row(panels))
     if out is not None and rows:
-        write_image(pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png", figure(rows))
+        write_image(pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png", figure(rows, captions))
     scores = np.array([[v["psnr"], v["ssim"]] for v in per_image.values()])
     return {"psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()), "images": len(per_image),
             "seconds_per_image": seconds / len(per_image), "peak_memory_mb": _peak_memory_mb(device),
