@@ -2,12 +2,11 @@
 
 For out and every input gradient: the kernel's error against the float64 PyTorch reference,
 next to the error of the PyTorch reference run in the same precision (max|err| / max|ref|).
-A row passes when kernel <= 2 x torch + one rounding of the dtype (fp32: <= 1e-4). Kernel
-outputs are NaN-poisoned before each launch, so unwritten elements fail the row.
+A row passes when kernel <= 2 x torch + one rounding of the dtype (tests/numerics.py; fp32:
+<= 1e-4). Kernel buffers are NaN-poisoned before each launch, so unwritten elements fail the row.
 
     PYTHONPATH=. python bench/error_table.py [--json PATH]
-Without a GPU it runs tiny shapes under TRITON_INTERPRET=1 (no bf16: the interpreter's bf16
-dot is wrong).
+Without a GPU it runs tiny shapes under TRITON_INTERPRET=1 (bf16 with emulated dots and casts).
 """
 import argparse
 import json
@@ -20,12 +19,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import kernels  # noqa: E402
-from kernels import cross_scale_triton, in_scale_triton  # noqa: E402
+from kernels import _triton_common  # noqa: E402
+from tests.numerics import SLACK, rel_err  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16] if CUDA else [torch.float32, torch.float16]
-SLACK = {torch.float32: 1e-4, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FP32_BOUND = 1e-4
 # (op, N, Ck, Cv, H, W, s): odd sizes, non-square, H*W not a multiple of any block
 CASES = ([("in_scale", 2, 64, 128, 33, 47, 1), ("in_scale", 1, 24, 40, 7, 5, 1),
           ("cross_scale", 2, 64, 128, 34, 46, 2), ("cross_scale", 1, 64, 128, 33, 21, 3),
@@ -46,12 +46,11 @@ def _run(op, s, tensors, grad, backend):
 
 def error_rows():
     """Rows of the table; the kernels' outputs are NaN-poisoned while it runs."""
-    saved = in_scale_triton._POISON, cross_scale_triton._POISON
-    in_scale_triton._POISON = cross_scale_triton._POISON = True
+    saved, _triton_common.POISON = _triton_common.POISON, True
     try:
         return [row for case in CASES for row in _case_rows(*case)]
     finally:
-        in_scale_triton._POISON, cross_scale_triton._POISON = saved
+        _triton_common.POISON = saved
 
 
 def _case_rows(op, n, ck, cv, h, w, s):
@@ -68,10 +67,8 @@ def _case_rows(op, n, ck, cv, h, w, s):
         kernel = _run(op, s, low, grad, "triton")
         torch_low = _run(op, s, low, grad, "torch")
         for name, r, a, b in zip(("out", "dq", "dk", "dv"), ref, kernel, torch_low):
-            scale = r.abs().max().item() or 1.0
-            err_k = (a - r).abs().max().item() / scale
-            err_t = (b - r).abs().max().item() / scale
-            bound = 1e-4 if dtype == torch.float32 else 2 * err_t + SLACK[dtype]
+            err_k, err_t = rel_err(a, r), rel_err(b, r)
+            bound = FP32_BOUND if dtype == torch.float32 else 2 * err_t + SLACK[dtype]
             rows.append({"op": op, "shape": f"{n}x{ck}/{cv}x{h}x{w}" + (f" s{s}" if s > 1 else ""),
                          "dtype": str(dtype).replace("torch.", ""), "tensor": name, "kernel": err_k,
                          "torch": err_t, "ok": bool(err_k <= bound)})  # NaN compares False

@@ -1,32 +1,34 @@
 """Both attention operators, every backend and baseline, forward and forward+backward.
 
-FLOP counts (forward, multiply-add = 2):
-  in-scale:    2 * N * (HW)^2 * (Ck + Cv)
-  cross-scale: 2 * N * HW * L * (9 Ck + 9 Cv s^2), L = HW / s^2
-Forward+backward is counted as 3.5x the forward (recomputed scores included).
+FLOP counts (multiply-add = 2), the minimal work of each operator's form:
+  in-scale:    forward 2 * N * (HW)^2 * (Ck + Cv); forward+backward 3.5x that
+  cross-scale: forward 2 * N * HW * L * (Ck + Cv s^2), L = HW / s^2 (the diagonal-stencil form);
+               forward+backward adds 2 * N * HW * L * (3 Ck + 2 Cv s^2)
+so TFLOP/s compare backends on one yardstick (the per-image baseline does 9x the value work).
 """
 import pytest
 import torch
 
 import kernels
-from bench.baselines import per_image_cross_scale, sdpa_in_scale
 from bench.conftest import CUDA, DEVICE, DTYPE, measure, requires_gpu_for
+from kernels.reference import cross_scale_attention_reference, in_scale_attention_reference
 
-CK, CV = (64, 128) if CUDA else (16, 32)
-# name -> (N, H, W, s)
+# name -> (N, H, W, s, Ck, Cv)
 SHAPES = {
-    "train-x2": (16, 48, 48, 2), "train-x3": (16, 48, 48, 3), "map96": (1, 96, 96, 2),
-    "map192": (1, 192, 192, 2), "x4-stage2": (16, 96, 96, 2),
-} if CUDA else {"cpu-small-s2": (2, 24, 24, 2), "cpu-small-s3": (2, 18, 18, 3)}
+    "train-x2": (16, 48, 48, 2, 64, 128), "train-x3": (16, 48, 48, 3, 64, 128),
+    "map96": (1, 96, 96, 2, 64, 128), "map192": (1, 192, 192, 2, 64, 128),
+    "x4-stage2": (16, 96, 96, 2, 64, 128),
+} if CUDA else {"cpu-small-s2": (2, 24, 24, 2, 16, 32), "cpu-small-s3": (2, 18, 18, 3, 16, 32),
+                "cpu-64-s2": (1, 64, 64, 2, 64, 128)}
 IN_SCALE_SHAPES = {name: shape for name, shape in SHAPES.items() if shape[3] == 2}  # s plays no part
 ROUNDS = 20 if CUDA else 3
 
 
-def inputs(n, h, w, s, grad):
+def inputs(n, h, w, s, ck, cv, grad):
     def make():
-        q = torch.randn(n, CK, h, w, device=DEVICE, dtype=DTYPE)
-        k = torch.randn(n, CK, h // s, w // s, device=DEVICE, dtype=DTYPE)
-        v = torch.randn(n, CV, h, w, device=DEVICE, dtype=DTYPE)
+        q = torch.randn(n, ck, h, w, device=DEVICE, dtype=DTYPE)
+        k = torch.randn(n, ck, h // s, w // s, device=DEVICE, dtype=DTYPE)
+        v = torch.randn(n, cv, h, w, device=DEVICE, dtype=DTYPE)
         return [t.requires_grad_(grad) for t in (q, k, v)]
     return make
 
@@ -46,14 +48,15 @@ def run(op, backward):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_cross_scale(benchmark, shape, backend, backward):
     requires_gpu_for(backend)
-    n, h, w, s = SHAPES[shape]
+    n, h, w, s, ck, cv = SHAPES[shape]
     if backend == "per-image":
-        op = lambda q, k, v: per_image_cross_scale(q, k, v, s)  # noqa: E731
+        op = lambda q, k, v: cross_scale_attention_reference(q, k, v, s)  # noqa: E731
     else:
         op = lambda q, k, v: kernels.cross_scale_attention(q, k, v, s, backend=backend)  # noqa: E731
-    flop = 2 * n * h * w * (h // s) * (w // s) * 9 * (CK + CV * s * s) * (3.5 if backward else 1)
+    pairs = n * h * w * (h // s) * (w // s)
+    flop = 2 * pairs * (ck + cv * s * s) + (2 * pairs * (3 * ck + 2 * cv * s * s) if backward else 0)
     benchmark.group = f"cross-scale {shape} {'fwd+bwd' if backward else 'fwd'}"
-    measure(benchmark, inputs(n, h, w, s, backward), run(op, backward), flop, ROUNDS)
+    measure(benchmark, inputs(n, h, w, s, ck, cv, backward), run(op, backward), flop, ROUNDS)
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
@@ -61,11 +64,11 @@ def test_cross_scale(benchmark, shape, backend, backward):
 @pytest.mark.parametrize("shape", list(IN_SCALE_SHAPES))
 def test_in_scale(benchmark, shape, backend, backward):
     requires_gpu_for(backend)
-    n, h, w, _ = IN_SCALE_SHAPES[shape]
+    n, h, w, _, ck, cv = IN_SCALE_SHAPES[shape]
     if backend == "sdpa":
-        op = sdpa_in_scale
+        op = in_scale_attention_reference
     else:
         op = lambda q, k, v: kernels.in_scale_attention(q, k, v, backend=backend)  # noqa: E731
-    flop = 2 * n * (h * w) ** 2 * (CK + CV) * (3.5 if backward else 1)
+    flop = 2 * n * (h * w) ** 2 * (ck + cv) * (3.5 if backward else 1)
     benchmark.group = f"in-scale {shape} {'fwd+bwd' if backward else 'fwd'}"
-    measure(benchmark, inputs(n, h, w, 1, backward), run(op, backward), flop, ROUNDS)
+    measure(benchmark, inputs(n, h, w, 1, ck, cv, backward), run(op, backward), flop, ROUNDS)

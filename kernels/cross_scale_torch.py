@@ -1,10 +1,19 @@
-"""PyTorch reference of the cross-scale attention, chunked over bands of query rows.
+"""PyTorch cross-scale attention in the diagonal-stencil form, banded over query rows.
 
-Per image: queries are the zero-padded 3x3 neighbourhoods of q; keys the 3x3
-neighbourhoods of k, L2-normalised with the norm floored at `KEY_NORM_FLOOR`;
-P = softmax(softmax_scale * Q^T K) over the L keys; each key's value is the
-(3s)x(3s) patch of v at stride s, padding s; the weighted patches are
-overlap-added (transposed convolution, stride s, padding s) and divided by 6.
+Per image, with h = H/s, w = W/s, L = h*w, a = softmax_scale, Vs = pixel_unshuffle(v, s)
+[Cv*s*s, L], inv_n[l] = 1 / max(||3x3 patch of k at l||, KEY_NORM_FLOOR) and the nine taps
+d_t = (dy, dx), dy, dx in {-1, 0, 1} (shared/notes/cross-scale-attention.md, last section):
+
+    R       = q^T k                                    Gram matrix [HW, L], Ck multiply-adds a pair
+    S[p, l] = a inv_n[l] sum_t R[p + d_t, l + d_t]     the 3x3-patch scores (zero padding)
+    P       = softmax_l(S)
+    P~[p,l] = sum_t P[p - d_t, l - d_t]                the overlap-add, moved onto P
+    out     = pixel_shuffle(Vs P~^T / 6, s)            Cv*s*s multiply-adds a pair
+
+This equals the paper's formulation (`reference.cross_scale_attention_reference`) exactly.
+Query rows run in bands [y0, y1): a band needs P on rows y0-1 .. y1 and so R on rows
+y0-2 .. y1+1 (clipped to the image); the Gram tile of a band holds at most `chunk_elements`
+elements (at least one row). Under autograd each band is recomputed in the backward pass.
 """
 import torch
 import torch.nn.functional as F
@@ -13,53 +22,103 @@ from torch.utils.checkpoint import checkpoint
 KEY_NORM_FLOOR = 9.999999747378752e-05  # float32(1e-4), the original `escape_NaN`
 OUTPUT_DIVISOR = 6.0
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
+TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
-def normalized_key_patches(k):
-    """k [N, Ck, h, w] -> unit-norm (floored) 3x3 key patches [N, Ck*9, h*w]."""
-    raw = F.unfold(k, 3, padding=1)
-    return raw / raw.norm(dim=1, keepdim=True).clamp_min(KEY_NORM_FLOOR)
+def inv_key_norms(k):
+    """k [N, Ck, h, w] -> 1 / max(||3x3 zero-padded patch||, floor) [N, h*w], differentiable.
 
-
-def _band(q_band, keys, values, scale, softmax_scale):
-    """Output rows of one band of query rows.
-
-    q_band [N, Ck, R+2, W+2] (zero-padded query rows y0-1 .. y1), keys
-    [N, Ck*9, L], values [N, Cv*(3s)^2, L] -> [N, Cv, (R+2)*s, W*s].
+    max(n, e) = sqrt(max(n^2, e^2)): the clamp comes before the root, so an all-zero patch
+    has a finite (zero) gradient.
     """
-    n, _, rows2, width2 = q_band.shape
-    queries = F.unfold(q_band, 3)                                   # [N, Ck*9, R*W]
-    scores = queries.transpose(1, 2) @ keys                         # [N, R*W, L]
-    probs = torch.softmax(scores * softmax_scale, dim=-1)
-    cols = values @ probs.transpose(1, 2)                           # [N, Cv*(3s)^2, R*W]
-    return F.fold(cols, (rows2 * scale, (width2 - 2) * scale), 3 * scale,
-                  padding=(0, scale), stride=scale)
+    sq = F.conv2d(k.pow(2).sum(1, keepdim=True), k.new_ones(1, 1, 3, 3), padding=1)
+    return sq.clamp_min(KEY_NORM_FLOOR ** 2).rsqrt().flatten(1)
+
+
+def _shift(size, d):
+    """Destination and source slices of a shift by d along an axis of `size` (zero fill)."""
+    return slice(max(0, -d), size - max(0, d)), slice(max(0, d), size - max(0, -d))
+
+
+def diagonal_stencil(x, x_rows, y_rows, sign):
+    """y[n, r, c, i, j] = sum_t x[n, r + sign*dy, c + sign*dx, i + sign*dy, j + sign*dx].
+
+    x [N, b-a, W, h, w] holds the query-grid rows x_rows = (a, b); y [N, d-c, W, h, w] the
+    rows y_rows = (c, d). Terms outside x's rows or outside the W x h x w grid are zero.
+    The adjoint is the stencil with the rows swapped and the sign negated.
+    """
+    (a, b), (c, d) = x_rows, y_rows
+    n, _, width, h, w = x.shape
+    inside = a <= c and d <= b                     # the centre tap covers every output row
+    y = x[:, c - a:d - a].clone() if inside else x.new_zeros(n, d - c, width, h, w)
+    for dy, dx in TAPS:
+        if inside and dy == dx == 0:
+            continue
+        ey, ex = sign * dy, sign * dx
+        lo, hi = max(c, a - ey), min(d, b - ey)    # output rows whose source row is in x
+        if lo >= hi:
+            continue
+        (cd, cs), (id_, is_), (jd, js) = _shift(width, ex), _shift(h, ey), _shift(w, ex)
+        y[:, lo - c:hi - c, cd, id_, jd] += x[:, lo + ey - a:hi + ey - a, cs, is_, js]
+    return y
+
+
+class _Stencil(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, x_rows, y_rows, sign):
+        ctx.rows = (x_rows, y_rows, sign)
+        return diagonal_stencil(x, x_rows, y_rows, sign)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_rows, y_rows, sign = ctx.rows
+        return diagonal_stencil(grad, y_rows, x_rows, -sign), None, None, None
+
+
+def band_rows(y0, y1, height, halo):
+    """Rows y0-halo .. y1+halo-1, clipped to the image: (first, end)."""
+    return max(0, y0 - halo), min(height, y1 + halo)
+
+
+def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
+    """Output columns of query rows [y0, y1): q_rows [N, Ck, rows, W] holds q on the rows
+    band_rows(y0, y1, H, 2); k [N, Ck, h, w]; inv_n [N, L]; vs [N, Cv*s*s, L]
+    -> [N, Cv*s*s, (y1-y0)*W], before the division by 6."""
+    n, _, _, width = q_rows.shape
+    h, w = k.shape[2:]
+    r_rows, p_rows = band_rows(y0, y1, height, 2), band_rows(y0, y1, height, 1)
+    gram = q_rows.flatten(2).transpose(1, 2) @ k.flatten(2)               # [N, rows*W, L]
+    gram = gram.view(n, -1, width, h, w)
+    scores = _Stencil.apply(gram, r_rows, p_rows, 1).flatten(3) * (inv_n * softmax_scale)[:, None, None]
+    probs = torch.softmax(scores, dim=-1).view(n, -1, width, h, w)
+    spread = _Stencil.apply(probs, p_rows, (y0, y1), -1)                 # P~ [N, y1-y0, W, h, w]
+    return vs @ spread.view(n, (y1 - y0) * width, h * w).transpose(1, 2)
 
 
 def cross_scale_attention_torch(q, k, v, scale, softmax_scale=10.0,
                                 chunk_elements=DEFAULT_CHUNK_ELEMENTS):
-    """q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, s*H, s*W].
+    """q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, s*H, s*W] (v's dtype).
 
-    Query rows are processed in bands so that neither the score tensor nor the
-    column tensor of a band holds more than `chunk_elements` elements; under
-    autograd each band is recomputed in the backward pass instead of stored.
+    Any device and dtype; differentiable in q, k, v. The Gram tile of a band of query rows
+    (the largest tensor that grows with H*W*L) holds at most `chunk_elements` elements.
     """
-    n, _, h, w = q.shape
-    cv = v.shape[1]
+    n, _, height, width = q.shape
     s = scale
-    keys = normalized_key_patches(k)
-    values = F.unfold(v, 3 * s, padding=s, stride=s)                # [N, Cv*(3s)^2, L]
-    per_query = max(keys.shape[2], values.shape[1])
-    rows = max(1, chunk_elements // (n * w * per_query))
-    q_padded = F.pad(q, (1, 1, 1, 1))
+    h, w = height // s, width // s
+    if height == 0 or width == 0:
+        return v.new_zeros(n, v.shape[1], 0, 0)
+    inv_n = inv_key_norms(k)
+    vs = F.pixel_unshuffle(v, s).flatten(2)                               # [N, Cv*s*s, L]
+    rows = max(1, chunk_elements // max(1, n * width * h * w) - 4)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    out = q.new_zeros(n, cv, (h + 2) * s, w * s, dtype=v.dtype)
-    for y0 in range(0, h, rows):
-        y1 = min(h, y0 + rows)
-        band_in = (q_padded[:, :, y0:y1 + 2], keys, values, s, softmax_scale)
-        if grad and rows < h:
-            band = checkpoint(_band, *band_in, use_reentrant=False)
+    cols = []
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        r0, r1 = band_rows(y0, y1, height, 2)
+        band_in = (q[:, :, r0:r1], k, inv_n, vs, y0, y1, height, float(softmax_scale))
+        if grad and rows < height:
+            cols.append(checkpoint(_band, *band_in, use_reentrant=False))
         else:
-            band = _band(*band_in)
-        out[:, :, y0 * s:(y1 + 2) * s] += band
-    return out[:, :, s:(h + 1) * s] / OUTPUT_DIVISOR
+            cols.append(_band(*band_in))
+    out = torch.cat(cols, dim=2) if len(cols) > 1 else cols[0]
+    return F.pixel_shuffle(out.view(n, -1, height, width) / OUTPUT_DIVISOR, s)

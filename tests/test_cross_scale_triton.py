@@ -1,14 +1,9 @@
-"""The fused Triton cross-scale attention against the float64 PyTorch reference.
+"""The Triton cross-scale attention (stencil form) against the float64 PyTorch reference.
 
-Without a GPU the kernels run in Triton's interpreter: TRITON_INTERPRET must be set
-before `kernels.cross_scale_triton` (any @triton.jit module) is first imported in
-this process; tests/conftest.py does it, and the setdefault below covers running
-this file without that conftest. In a process that already imported the kernels
-compiled (TRITON_INTERPRET unset) and has no GPU, the module is skipped.
-
-Error measure: max |kernel - reference| / max |reference| per tensor, reference in
-float64 on the same (rounded) inputs, for out = attention(q, k, v) and the grads
-dq, dk, dv of <out, g> for a random g.
+Without a GPU the kernels run in Triton's interpreter: TRITON_INTERPRET must be set before
+`kernels.cross_scale_triton` is first imported in this process (tests/conftest.py does it; the
+setdefault below covers running this file without it). In a process that already imported
+the kernels compiled and has no GPU, the module is skipped. Errors: tests/numerics.py.
 """
 import os
 
@@ -22,65 +17,38 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import kernels  # noqa: E402
+from kernels import _triton_common as tc  # noqa: E402
 from kernels import cross_scale_triton as cst  # noqa: E402
 from kernels.cross_scale_torch import KEY_NORM_FLOOR, cross_scale_attention_torch  # noqa: E402
+from tests.numerics import (NAMES, assert_within_twice_torch, random_tensor, rel_err, rel_errs,  # noqa: E402
+                            rerun, run_with_grads)
 
-DEVICE = "cuda" if torch.cuda.is_available() and not cst._INTERPRET else "cpu"
-if DEVICE == "cpu" and not cst._INTERPRET:
+DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
+if DEVICE == "cpu" and not tc.INTERPRET:
     pytest.skip("kernels.cross_scale_triton was imported without TRITON_INTERPRET=1 and there is "
                 "no GPU", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("poison", "fresh_seed")
 
-NAMES = ("out", "dq", "dk", "dv")
-# fp32: kernel and reference differ by fp32 rounding only. |Kc| <= 1, so a score
-# S = a Q_p . Kc_l sums 9Ck products whose absolute values add up to <= a |Q_p|
-# (~10 * sqrt(9 Ck) <= ~210 for randn with Ck <= 48); its fp32 error is of order
-# u a |Q_p| ~ 1e-5 (u = 2^-24), which is also the relative error of the probabilities
-# (d exp(S) = exp(S) dS) and so of everything downstream; the P.V, dP, dS.K, dS^T.Q
-# products and the L- and HW-term sums add a few u each. Observed: 1e-7 .. 3e-6.
-# 5e-5 leaves >3x over the estimate and >15x over the observations, while an indexing,
-# masking or normalisation bug gives errors of 4e-4 (the floored keys' radial term,
-# checked) up to O(1).
+# fp32: kernel and reference differ by fp32 rounding only. |inv_n k patch| <= 1, so a score
+# a S_raw inv_n sums 9 Ck products whose absolute values add up to <= a |Q_p| (~10 sqrt(9 Ck)
+# <= ~210 for randn with Ck <= 48); its fp32 error is of order u a |Q_p| ~ 1e-5 (u = 2^-24),
+# also the relative error of the probabilities (d exp(S) = exp(S) dS) and of everything
+# downstream; the stencil sums, the products and the L- and HW-term sums add a few u each.
+# Observed: 1e-7 .. 3e-6. 5e-5 leaves >3x over the estimate and >15x over the observations,
+# while an indexing, masking or normalisation bug gives errors of 4e-4 (the floored keys'
+# radial term) up to O(1).
 FP32_TOL = 5e-5
-# fp16/bf16: kernel error <= 2 x the error of the PyTorch reference run in that dtype,
-# plus one rounding of a result to the dtype (u = 2^-11 fp16, 2^-8 bf16): the kernel
-# stores out / grads in the dtype and rounds P and dS to it before their matmuls, so a
-# draw where the low-precision reference is unusually exact still passes.
-SLACK = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """NaN-fill every buffer the launchers allocate (outputs, stats, scratch), so that an
-    element a kernel fails to write shows up."""
-    monkeypatch.setattr(cst, "_POISON", True)
-
-
-def _tensor(shape, layout, dtype, gen):
-    """A random tensor of `shape` [n, c, h, w] in a memory layout (a strided view unless contiguous)."""
-    n, c, h, w = shape
-    if layout == "contiguous":
-        t = torch.randn(n, c, h, w, generator=gen)
-    elif layout == "channels_last":    # channels innermost
-        t = torch.randn(n, h, w, c, generator=gen).permute(0, 3, 1, 2)
-    elif layout == "strided":          # every other channel, non-zero storage offset
-        t = torch.randn(n, c, 2, h, w, generator=gen)[:, :, 1]
-    elif layout == "transposed":       # H, W swapped in memory
-        t = torch.randn(n, c, w, h, generator=gen).transpose(2, 3)
-    else:
-        raise ValueError(layout)
-    return t.to(device=DEVICE, dtype=dtype)
-
-
-def _inputs(n, ck, cv, H, W, s, layout="contiguous", keys="normal", dtype=torch.float32, seed=0):
+def _inputs(n, ck, cv, H, W, s, layout="contiguous", keys="normal", dtype=torch.float32):
     """q, k, v leaves and an output grad g; keys="floor" scales all of k by 1e-6 (every patch
     norm ~1e-5 < floor), keys="mixed" only the top-left quarter (patches inside it are at the
     floor, those on its border mix tiny and normal entries)."""
-    gen = torch.Generator().manual_seed(seed)
     h, w = H // s, W // s
-    q = _tensor((n, ck, H, W), layout, dtype, gen)
-    k = _tensor((n, ck, h, w), layout, dtype, gen)
-    v = _tensor((n, cv, H, W), layout, dtype, gen)
-    g = _tensor((n, cv, H * s, W * s), "transposed" if layout == "contiguous" else "contiguous", dtype, gen)
+    q, k, v = (random_tensor(shape, layout, dtype, DEVICE) for shape in
+               ((n, ck, H, W), (n, ck, h, w), (n, cv, H, W)))
+    g = random_tensor((n, cv, H * s, W * s), "transposed" if layout == "contiguous" else "contiguous",
+                      dtype, DEVICE)
     with torch.no_grad():
         if keys == "floor":
             k.mul_(1e-6)
@@ -89,34 +57,12 @@ def _inputs(n, ck, cv, H, W, s, layout="contiguous", keys="normal", dtype=torch.
     return [t.requires_grad_() for t in (q, k, v)] + [g]
 
 
-def _run(fn, q, k, v, g, s):
-    out = fn(q, k, v, s)
-    return (out, *torch.autograd.grad(out, (q, k, v), g))
-
-
 def _reference(q, k, v, g, s, dtype=torch.float64):
-    leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
-    return _run(cross_scale_attention_torch, *leaves, g.to(dtype), s)
+    return rerun(lambda *t: cross_scale_attention_torch(*t, s), (q, k, v), g, dtype)
 
 
 def _triton(q, k, v, g, s):
-    return _run(lambda *t: kernels.cross_scale_attention(*t, backend="triton"), q, k, v, g, s)
-
-
-def _rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def _errors(got, want, k):
-    """Relative errors of out, dq, dk, dv; with keys at the floor the dk of floored keys is
-    ~1/floor larger than the rest, so dk is also measured on the keys away from the tiny region."""
-    errs = {name: _rel(a, b) for name, a, b in zip(NAMES, got, want)}
-    tiny = (k.detach().abs() < 1e-3).float()
-    near = torch.nn.functional.max_pool2d(tiny, 3, 1, 1) > 0   # within one pixel of a tiny entry
-    if near.any() and not near.all():
-        errs["dk_normal_keys"] = _rel(got[2][~near], want[2][~near])
-    return errs
+    return run_with_grads(lambda *t: kernels.cross_scale_attention(*t, s, backend="triton"), (q, k, v), g)
 
 
 def _check_fp32(case, q, k, v, g, s):
@@ -125,20 +71,24 @@ def _check_fp32(case, q, k, v, g, s):
     for name, a, b in zip(NAMES, got, want):
         assert a.shape == b.shape and a.dtype == torch.float32, (name, a.shape, a.dtype)
         assert torch.isfinite(a).all(), f"{case}: {name} has unwritten (NaN) or non-finite elements"
-    errs = _errors(got, want, k)
+    errs = dict(zip(NAMES, rel_errs(got, want)))
+    tiny = (k.detach().abs() < 1e-3).float()     # dk of floored keys is ~1/floor larger: also
+    near = torch.nn.functional.max_pool2d(tiny, 3, 1, 1) > 0   # measure the keys away from them
+    if near.any() and not near.all():
+        errs["dk_normal_keys"] = rel_err(got[2][~near], want[2][~near])
     print(case, {key: f"{e:.2e}" for key, e in errs.items()})
     assert max(errs.values()) <= FP32_TOL, f"{case}: relative errors {errs}"
-    return errs
 
 
-# n, ck, cv, H, W, s, layout, keys. Interpreter blocks: 64 queries, 16 keys, 64 channels.
+# n, ck, cv, H, W, s, layout, keys. Interpreter blocks: 32 queries, 16 keys, 16 channels.
 FP32_CASES = [
-    (1, 16, 32, 12, 8, 2, "contiguous", "mixed"),    # L=24: 2 key blocks (online softmax), HW=96 tail
-    (1, 48, 16, 9, 6, 3, "channels_last", "normal"),  # s=3, Ck=48 padded; Cv s^2=144: 3 slices, tail
+    (1, 16, 32, 12, 8, 2, "contiguous", "mixed"),    # L=24: 2 key blocks, HW=96 tail
+    (1, 48, 16, 9, 6, 3, "channels_last", "normal"),  # s=3, Ck=48 padded to 64; C=144: 5 slices
     (2, 16, 16, 4, 4, 2, "strided", "floor"),         # 2x2 keys, all at the floor; batch 2
-    (2, 16, 32, 10, 6, 2, "transposed", "mixed"),     # odd key grid 5x3, H != W; batch 2
+    (2, 20, 24, 10, 6, 2, "transposed", "mixed"),     # odd key grid 5x3, H != W, Ck not a power of 2
     (1, 16, 16, 5, 3, 1, "contiguous", "normal"),     # s=1 (plain patch attention)
-    (1, 16, 16, 8, 4, 4, "channels_last", "mixed"),   # s=4: 2x1 keys, Cv s^2=256: 4 slices
+    (1, 16, 16, 8, 4, 4, "channels_last", "mixed"),   # s=4: 2x1 keys, C=256
+    (1, 8, 8, 2, 14, 2, "contiguous", "normal"),      # one row of keys, Ck < 16
 ]
 
 
@@ -149,28 +99,61 @@ def test_fp32_matches_float64_reference(case):
     _check_fp32(case, q, k, v, g, shape[-1])
 
 
+def _budget(rows, units, fixed, W, L):
+    """Band budget in bytes that gives bands of `rows` query rows of one image."""
+    return (units * rows + fixed) * 4 * W * L
+
+
+# (n, H, W, s, forward rows, backward rows): 1-row bands; bands that do not divide H (first and
+# last band differ); 2 rows, where every band's halo reaches into both neighbours.
+BAND_CASES = [(2, 7, 4, 1, 1, 1), (1, 10, 6, 2, 3, 4), (1, 9, 6, 3, 2, 2)]
+
+
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "n{}_{}x{}_s{}_fwd{}_bwd{}".format(*c))
+def test_bands_of_query_rows(monkeypatch, case):
+    n, H, W, s, fwd_rows, bwd_rows = case
+    L = (H // s) * (W // s)
+    monkeypatch.setattr(cst, "FWD_BAND_BYTES", _budget(fwd_rows, 2, 6, W, L))
+    monkeypatch.setattr(cst, "BWD_BAND_BYTES", _budget(bwd_rows, 4, 8, W, L))
+    for budget, units, fixed, rows in ((cst.FWD_BAND_BYTES, 2, 6, fwd_rows), (cst.BWD_BAND_BYTES, 4, 8, bwd_rows)):
+        images, bands = cst._bands(n, H, W, L, budget, units, fixed)
+        assert len(images) == n and bands[0] == (0, rows) and bands[-1][1] == H
+    q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="strided", keys="mixed")
+    _check_fp32(case, q, k, v, g, s)
+
+
+def test_image_groups(monkeypatch):
+    """Whole images in groups of two: 3 images -> groups (0, 2), (2, 3)."""
+    n, H, W, s = 3, 6, 4, 2
+    L = (H // s) * (W // s)
+    for name, units, fixed in (("FWD_BAND_BYTES", 2, 6), ("BWD_BAND_BYTES", 4, 8)):
+        budget = 2 * (units * H + fixed) * 4 * W * L
+        monkeypatch.setattr(cst, name, budget)
+        assert cst._bands(n, H, W, L, budget, units, fixed) == ([(0, 2), (2, 3)], [(0, H)])
+    q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="channels_last")
+    _check_fp32("groups", q, k, v, g, s)
+
+
 @pytest.mark.skipif(DEVICE != "cpu", reason="interpreter block sizes")
-def test_fp32_small_blocks_and_int64_offsets(monkeypatch):
-    """Blocks of 16 everywhere: several channel chunks per tap (Ck=48 -> 3) and a masked
-    Cv s^2 slice tail, query blocks != key blocks; and the 64-bit offset code path."""
-    for name in cst._FIXED:
-        small = {key: 16 for key in cst._FIXED[name]}
-        if name in ("out", "dv"):
-            small["BLOCK_V"] = 32                       # Cv s^2 = 4*12 = 48: slices 32 + 16
-        if name in ("stats", "dk"):
-            small["BLOCK_M"] = 32
-        monkeypatch.setitem(cst._FIXED, name, small)
+def test_blocks_and_int64_offsets(monkeypatch):
+    """Blocks of 16 where the fixed configs have more, several channel chunks in the Gram
+    (Ck=48 -> 3), a masked slice tail (C = 4*12 = 48: slices 32 + 16), and the 64-bit path."""
+    for name in cst._CONFIGS:
+        fixed = {key: (32 if key == "BLOCK_V" else 16) if key.startswith("BLOCK") else val
+                 for key, val in cst._CONFIGS[name][1].items()}
+        monkeypatch.setitem(cst._CONFIGS, name, (cst._CONFIGS[name][0], fixed))
     monkeypatch.setattr(cst, "_needs_int64", lambda *t: True)
     case = (1, 48, 12, 6, 8, 2, "strided", "mixed")    # L=12, HW=48: 3 query blocks of 16
     *shape, layout, keys = case
-    q, k, v, g = _inputs(*shape, layout=layout, keys=keys, seed=1)
+    q, k, v, g = _inputs(*shape, layout=layout, keys=keys)
     _check_fp32(("small blocks, IDX64", case), q, k, v, g, 2)
 
 
 LOW_CASES = [
     (torch.float16, (2, 16, 32, 8, 6, 2, "contiguous")),
     (torch.float16, (1, 48, 16, 9, 6, 3, "channels_last")),
-    (torch.bfloat16, (1, 32, 16, 8, 6, 2, "strided")),   # bf16 dot emulated in fp32 (UPCAST) here
+    (torch.bfloat16, (1, 32, 16, 8, 6, 2, "strided")),   # emulated bf16 dots and casts here
+    (torch.bfloat16, (1, 16, 16, 6, 9, 3, "contiguous")),
 ]
 
 
@@ -180,15 +163,28 @@ def test_low_precision_within_twice_torch_error(dtype, case):
     s = shape[-1]
     q, k, v, g = _inputs(*shape, layout=layout, dtype=dtype)
     got = _triton(q, k, v, g, s)
-    want = _reference(q, k, v, g, s)                     # float64 on the rounded inputs
-    torch_low = _reference(q, k, v, g, s, dtype=dtype)   # the PyTorch reference in `dtype`
-    for name, a in zip(NAMES, got):
-        assert a.dtype == dtype and torch.isfinite(a).all(), (name, a.dtype)
-    errs = [_rel(a, b) for a, b in zip(got, want)]
-    ref_errs = [_rel(a, b) for a, b in zip(torch_low, want)]
-    print(dtype, case, {n: (f"{e:.2e}", f"{r:.2e}") for n, e, r in zip(NAMES, errs, ref_errs)})
-    for name, e, r in zip(NAMES, errs, ref_errs):
-        assert e <= 2 * r + SLACK[dtype], f"{dtype} {case} {name}: kernel {e:.3g} vs torch {r:.3g}"
+    for a in got:
+        assert a.dtype == dtype and torch.isfinite(a).all(), a.dtype
+    assert_within_twice_torch(got, _reference(q, k, v, g, s), _reference(q, k, v, g, s, dtype=dtype),
+                              dtype, f"{dtype} {case}")
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the interpreter's bf16 emulation")
+def test_bf16_emulation_rounds_to_nearest_even():
+    """The emulated cast equals torch's fp32 -> bf16 rounding (nearest even), not truncation."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def to_bf16(x_ptr, y_ptr, N: tl.constexpr):
+        i = tl.arange(0, N)
+        tl.store(y_ptr + i, tc.cast(tl.load(x_ptr + i), tl.bfloat16, True))
+
+    x = torch.randn(1024) * 100
+    x[:4] = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8 + 2 ** -20), 1 - 2 ** -10])
+    y = torch.empty(1024, dtype=torch.bfloat16)
+    to_bf16[(1,)](x, y, N=1024)
+    assert torch.equal(y, x.to(torch.bfloat16))
 
 
 def test_autocast_casts_like_a_matmul():
@@ -223,20 +219,26 @@ def test_saves_inputs_and_row_stats_only():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_partial_requires_grad():
-    q, k, v, g = _inputs(1, 16, 16, 6, 4, 2)
-    q.requires_grad_(False)
-    k.requires_grad_(False)
+@pytest.mark.parametrize("wanted", [(False, False, True), (True, False, False), (False, True, False)],
+                         ids=["dv", "dq", "dk"])
+def test_partial_requires_grad(wanted):
+    q, k, v, g = _inputs(1, 16, 16, 6, 4, 2, keys="mixed")
+    for t, need in zip((q, k, v), wanted):
+        t.requires_grad_(need)
+    leaves = [t for t, need in zip((q, k, v), wanted) if need]
     out = kernels.cross_scale_attention(q, k, v, 2, backend="triton")
-    (dv,) = torch.autograd.grad(out, (v,), g)
-    want = _reference(q, k, v, g, 2)
-    assert _rel(dv, want[3]) <= FP32_TOL
+    (grad,) = torch.autograd.grad(out, leaves, g)
+    want = _reference(q, k, v, g, 2)[1 + wanted.index(True)]
+    assert rel_err(grad, want) <= FP32_TOL
 
 
-def test_rejects_unsupported_dtype():
+def test_rejects_unsupported_inputs():
     q = torch.zeros(1, 16, 4, 4, dtype=torch.float64, device=DEVICE)
     k = torch.zeros(1, 16, 2, 2, dtype=torch.float64, device=DEVICE)
     with pytest.raises(ValueError, match="float64"):
+        kernels.cross_scale_attention(q, k, q, 2, backend="triton")
+    q, k = torch.zeros(1, 300, 4, 4, device=DEVICE), torch.zeros(1, 300, 2, 2, device=DEVICE)
+    with pytest.raises(ValueError, match="1 to 256 channels"):
         kernels.cross_scale_attention(q, k, q, 2, backend="triton")
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from csnln.attention import CrossScaleAttention, NonLocalAttention
+from tests.numerics import rel_err
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 CASES = [
@@ -17,10 +18,6 @@ CASES = [
 ]
 # The reference README measured <= 3.2e-14 for an independent float64 implementation.
 BOUND = 1e-12
-
-
-def relative_error(actual, expected):
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 def load_module(data):
@@ -52,11 +49,11 @@ def test_module_matches_original(file, case_name, chunk_elements):
         module.chunk_elements = chunk_elements
     out, grad_x, grads = run_case(module, case)
     assert out.shape == case["out"].shape
-    assert relative_error(out, case["out"]) < BOUND
-    assert relative_error(grad_x, case["grad_x"]) < BOUND
+    assert rel_err(out, case["out"]) < BOUND
+    assert rel_err(grad_x, case["grad_x"]) < BOUND
     assert set(grads) == set(case["grad_params"])
     for name, expected in case["grad_params"].items():
-        assert relative_error(grads[name], expected) < BOUND, name
+        assert rel_err(grads[name], expected) < BOUND, name
 
 
 def test_key_norm_floor_case_really_floors():
@@ -69,5 +66,5 @@ def test_key_norm_floor_case_really_floors():
         keys = module.conv_match_2(F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False))
         norms = F.unfold(keys, 3, padding=1).norm(dim=1).clamp_min(module.escape_NaN.double())
     expected = case["intermediates"]["key_norm_clamped"]
-    assert relative_error(norms, expected) < BOUND
+    assert rel_err(norms, expected) < BOUND
     assert int((expected == module.escape_NaN.double()).sum()) == 17

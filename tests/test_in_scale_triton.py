@@ -10,7 +10,6 @@ Error measure: max |kernel - reference| / max |reference| per tensor, reference 
 float64 on the same (rounded) inputs.
 """
 import os
-import random
 import subprocess
 import sys
 
@@ -21,13 +20,17 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import kernels  # noqa: E402
-from kernels import in_scale_triton as ist  # noqa: E402
+from kernels import _triton_common as tc  # noqa: E402
+from kernels.in_scale_triton import FIXED_BLOCKS  # noqa: E402
 from kernels.in_scale_torch import in_scale_attention_torch  # noqa: E402
+from tests.numerics import (assert_within_twice_torch, random_tensor, rel_err, rel_errs,  # noqa: E402
+                            rerun, run_with_grads)
 
-DEVICE = "cuda" if torch.cuda.is_available() and not ist._INTERPRET else "cpu"
-if DEVICE == "cpu" and not ist._INTERPRET:
+DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
+if DEVICE == "cpu" and not tc.INTERPRET:
     pytest.skip("kernels.in_scale_triton was imported without TRITON_INTERPRET=1 and there is "
                 "no GPU", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("poison", "fresh_seed")
 
 # fp32: the kernel and the reference differ only by fp32 rounding. Per score, a
 # Ck-term fp32 dot product (Ck <= 128 here, randn inputs, |s| up to ~40) has absolute
@@ -37,69 +40,22 @@ if DEVICE == "cpu" and not ist._INTERPRET:
 # ~sqrt(L) u). Observed errors over 175 random draws: 1e-7..5.5e-6; 5e-5 leaves a 10x
 # margin against unlucky draws, while any indexing or masking bug gives O(1) errors.
 FP32_TOL = 5e-5
-# fp16/bf16: kernel error <= 2 x the error of the PyTorch reference run in that dtype,
-# plus a slack of one unit roundoff of the dtype (2^-11 fp16, 2^-8 bf16): the kernel
-# stores out and grads in the dtype (up to u/2 of max|ref| each) and rounds P and dS
-# to it before their matmuls, so a floor of ~u is unavoidable; the slack keeps a draw
-# where the low-precision reference happens to be unusually exact from failing.
-# (bf16 runs under the interpreter with fp32 dots of the bf16 tiles and emulated
-# round-to-nearest casts, see kernels.in_scale_triton._mm/_rne.)
-SLACK = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """NaN-fill every buffer the launchers allocate, so unwritten elements show."""
-    monkeypatch.setattr(ist, "_POISON", True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_seed():
-    """Fresh random inputs each run; the seed is printed (shown on failure) and can be
-    replayed with CSNLN_TEST_SEED."""
-    seed = int(os.environ.get("CSNLN_TEST_SEED", random.randrange(2 ** 31)))
-    torch.manual_seed(seed)
-    print(f"seed {seed}")
-
-
-def _tensor(n, c, h, w, layout, dtype):
-    """A random [n, c, h, w] tensor in the given memory layout (a view, for the non-contiguous ones)."""
-    if layout == "contiguous":
-        return torch.randn(n, c, h, w, device=DEVICE).to(dtype)
-    if layout == "channels_last":      # feature dim innermost: stride_l = C
-        return torch.randn(n, h, w, c, device=DEVICE).to(dtype).permute(0, 3, 1, 2)
-    if layout == "strided":            # stride_c = 2L, non-zero storage offset
-        return torch.randn(n, c, 2, h, w, device=DEVICE).to(dtype)[:, :, 1]
-    if layout == "transposed_hw":      # H, W not mergeable into one L stride: copied
-        return torch.randn(n, c, w, h, device=DEVICE).to(dtype).transpose(2, 3)
-    raise ValueError(layout)
+# fp16/bf16: tests.numerics.assert_within_twice_torch (bf16 runs under the interpreter with
+# fp32 dots of the bf16 tiles and emulated round-to-nearest casts, kernels._triton_common).
 
 
 def _inputs(n, ck, cv, h, w, layout="contiguous", dtype=torch.float32):
-    q = _tensor(n, ck, h, w, layout, dtype).requires_grad_()
-    k = _tensor(n, ck, h, w, layout, dtype).requires_grad_()
-    v = _tensor(n, cv, h, w, layout, dtype).requires_grad_()
-    g = _tensor(n, cv, h, w, "channels_last" if layout != "contiguous" else layout, dtype)
+    q, k, v = (random_tensor((n, c, h, w), layout, dtype, DEVICE).requires_grad_() for c in (ck, ck, cv))
+    g = random_tensor((n, cv, h, w), "channels_last" if layout != "contiguous" else layout, dtype, DEVICE)
     return q, k, v, g
 
 
-def _run(fn, q, k, v, g):
-    out = fn(q, k, v)
-    return (out, *torch.autograd.grad(out, (q, k, v), g))
-
-
 def _reference(q, k, v, g, dtype=torch.float64):
-    leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
-    return _run(in_scale_attention_torch, *leaves, g.to(dtype))
+    return rerun(in_scale_attention_torch, (q, k, v), g, dtype)
 
 
 def _triton(q, k, v, g):
-    return _run(lambda *t: kernels.in_scale_attention(*t, backend="triton"), q, k, v, g)
-
-
-def _rel_errors(got, want):
-    return [((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
-            for a, b in zip(got, want)]
+    return run_with_grads(lambda *t: kernels.in_scale_attention(*t, backend="triton"), (q, k, v), g)
 
 
 def _check_fp32(case, q, k, v, g):
@@ -109,7 +65,7 @@ def _check_fp32(case, q, k, v, g):
     for name, a, b in zip(names, got, want):
         assert a.shape == b.shape and a.dtype == torch.float32, (name, a.shape, a.dtype)
         assert torch.isfinite(a).all(), f"{case}: {name} has unwritten (NaN) or non-finite elements"
-    errs = _rel_errors(got, want)
+    errs = rel_errs(got, want)
     print(case, dict(zip(names, errs)))
     assert max(errs) <= FP32_TOL, f"{case}: relative errors {dict(zip(names, errs))}"
 
@@ -119,7 +75,7 @@ FP32_CASES = [
     (2, 24, 40, 4, 5, "contiguous"),      # L=20: full block + tail; Ck != Cv, not powers of 2
     (2, 16, 16, 1, 7, "channels_last"),   # L=7 < one block: tail only; no channel padding
     (1, 40, 24, 3, 11, "strided"),        # L=33: two full blocks + 1-row tail; stride_c = 2L
-    (2, 16, 40, 4, 8, "transposed_hw"),   # L=32: full blocks only, no tail; copied input
+    (2, 16, 40, 4, 8, "transposed"),   # L=32: full blocks only, no tail; copied input
     (1, 64, 128, 2, 9, "channels_last"),  # the network's Ck=64, Cv=128, L=18
     (2, 5, 16, 2, 3, "contiguous"),       # Ck < 16, L=6
     (1, 64, 128, 7, 12, "strided"),       # L=84: five full blocks + tail, network dims
@@ -135,8 +91,8 @@ def test_fp32_matches_float64_reference(case):
 @pytest.mark.parametrize("blocks", [(32, 16), (16, 32)])
 def test_fp32_unequal_blocks(monkeypatch, blocks):
     """BLOCK_M != BLOCK_N, so a query mask confused with a key mask shows."""
-    monkeypatch.setattr(ist, "_INTERP_BLOCK_M", blocks[0])
-    monkeypatch.setattr(ist, "_INTERP_BLOCK_N", blocks[1])
+    monkeypatch.setitem(FIXED_BLOCKS, "BLOCK_M", blocks[0])
+    monkeypatch.setitem(FIXED_BLOCKS, "BLOCK_N", blocks[1])
     case = (2, 24, 16, 5, 7, "channels_last")   # L=35
     _check_fp32((blocks, *case), *_inputs(*case))
 
@@ -154,13 +110,9 @@ def test_low_precision_within_twice_torch_error(dtype, case):
     got = _triton(q, k, v, g)
     want = _reference(q, k, v, g)                     # float64 on the rounded inputs
     torch_low = _reference(q, k, v, g, dtype=dtype)   # the PyTorch reference in `dtype`
-    names = ("out", "dq", "dk", "dv")
-    for name, a in zip(names, got):
-        assert a.dtype == dtype and torch.isfinite(a).all(), (name, a.dtype)
-    errs, ref_errs = _rel_errors(got, want), _rel_errors(torch_low, want)
-    print(dtype, case, {n: (round(e, 6), round(r, 6)) for n, e, r in zip(names, errs, ref_errs)})
-    for name, e, r in zip(names, errs, ref_errs):
-        assert e <= 2 * r + SLACK[dtype], f"{dtype} {case} {name}: kernel {e:.3g} vs torch {r:.3g}"
+    for a in got:
+        assert a.dtype == dtype and torch.isfinite(a).all(), a.dtype
+    assert_within_twice_torch(got, want, torch_low, dtype, f"{dtype} {case}")
 
 
 def test_single_position():
@@ -180,7 +132,7 @@ def test_partial_grads_and_expanded_grad_output():
     kernels.in_scale_attention(q, k, v, backend="triton").sum().backward()
     g = torch.ones((), device=DEVICE).expand(2, 16, 3, 7)
     want = _reference(q, k, v, g)[3]
-    assert _rel_errors([v.grad], [want])[0] <= FP32_TOL
+    assert rel_err(v.grad, want) <= FP32_TOL
 
 
 def test_empty_batch():
@@ -263,5 +215,4 @@ def test_offsets_beyond_int32():
     got = _triton(*leaves, g)
     want = _reference(*leaves, g)
     torch_low = _reference(*leaves, g, dtype=torch.float16)
-    for name, e, r in zip(("out", "dq", "dk", "dv"), _rel_errors(got, want), _rel_errors(torch_low, want)):
-        assert e <= 2 * r + SLACK[torch.float16], f"{name}: kernel {e:.3g} vs torch {r:.3g}"
+    assert_within_twice_torch(got, want, torch_low, torch.float16, "offsets beyond int32")

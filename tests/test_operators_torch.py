@@ -8,7 +8,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels
-from bench.baselines import per_image_cross_scale, sdpa_in_scale
+from kernels.reference import cross_scale_attention_reference, in_scale_attention_reference
+from tests.numerics import rel_err
 
 
 def naive_in_scale(q, k, v):
@@ -24,17 +25,13 @@ def random_inputs(n, ck, cv, h, w, s=1, dtype=torch.float64, requires_grad=False
     return [t.requires_grad_(requires_grad) for t in (q, k, v)]
 
 
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 @pytest.mark.parametrize("chunk", [kernels.DEFAULT_CHUNK_ELEMENTS, 50])
 @pytest.mark.parametrize("n,ck,cv,h,w", [(2, 5, 7, 3, 5), (1, 16, 8, 7, 1), (3, 4, 4, 1, 1)])
 def test_in_scale_matches_naive(n, ck, cv, h, w, chunk):
     q, k, v = random_inputs(n, ck, cv, h, w)
     out = kernels.in_scale_attention(q, k, v, backend="torch", chunk_elements=chunk)
-    assert rel(out, naive_in_scale(q, k, v)) < 1e-13
-    assert rel(sdpa_in_scale(q, k, v), naive_in_scale(q, k, v)) < 1e-13
+    assert rel_err(out, naive_in_scale(q, k, v)) < 1e-13
+    assert rel_err(in_scale_attention_reference(q, k, v), naive_in_scale(q, k, v)) < 1e-13
 
 
 @pytest.mark.parametrize("chunk", [kernels.DEFAULT_CHUNK_ELEMENTS, 100])
@@ -43,14 +40,14 @@ def test_cross_scale_matches_per_image_formulation(s, n, ck, cv, h, w, chunk):
     q, k, v = random_inputs(n, ck, cv, h, w, s)
     out = kernels.cross_scale_attention(q, k, v, s, backend="torch", chunk_elements=chunk)
     assert out.shape == (n, cv, s * h, s * w)
-    assert rel(out, per_image_cross_scale(q, k, v, s)) < 1e-13
+    assert rel_err(out, cross_scale_attention_reference(q, k, v, s)) < 1e-13
 
 
 def test_cross_scale_key_norm_floor():
     q, k, v = random_inputs(1, 3, 2, 6, 6, 2)
     k = k * 1e-7  # every key patch below the floor: the scores become q . k / floor
     out = kernels.cross_scale_attention(q, k, v, 2, backend="torch")
-    assert rel(out, per_image_cross_scale(q, k, v, 2)) < 1e-13
+    assert rel_err(out, cross_scale_attention_reference(q, k, v, 2)) < 1e-13
 
 
 def test_chunked_gradients_pass_gradcheck():
@@ -102,10 +99,10 @@ def test_low_precision_on_cpu(dtype, bound):
     q, k, v = random_inputs(2, 8, 8, 6, 4, 2)
     ref = kernels.cross_scale_attention(q, k, v, 2, backend="torch")
     low = kernels.cross_scale_attention(q.to(dtype), k.to(dtype), v.to(dtype), 2, backend="torch")
-    assert low.dtype == dtype and rel(low.double(), ref) < bound
+    assert low.dtype == dtype and rel_err(low.double(), ref) < bound
     ref = kernels.in_scale_attention(q * 0.3, q * 0.3, v, backend="torch")
     low = kernels.in_scale_attention((q * 0.3).to(dtype), (q * 0.3).to(dtype), v.to(dtype), backend="torch")
-    assert low.dtype == dtype and rel(low.double(), ref) < bound
+    assert low.dtype == dtype and rel_err(low.double(), ref) < bound
 
 
 def test_bad_inputs_are_named():

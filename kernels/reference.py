@@ -1,16 +1,18 @@
-"""Baselines written from the math, for the benchmarks and the tests.
+"""Slow, obviously right formulations of both operators: the oracles of the tests and the
+baselines of the benchmarks.
 
-- `per_image_cross_scale`: the paper's formulation, a Python loop over the batch with
-  conv2d (normalised key patches as filters), softmax and conv_transpose2d.
-- `sdpa_in_scale`: torch's scaled_dot_product_attention with scale 1.
+- `cross_scale_attention_reference`: the paper's formulation, a Python loop over the batch
+  with conv2d (normalised 3x3 key patches as filters), softmax over the keys and
+  conv_transpose2d with the (3s)x(3s) value patches, / 6.
+- `in_scale_attention_reference`: torch's scaled_dot_product_attention, one head, scale 1.
 """
 import torch
 import torch.nn.functional as F
 
-from kernels import KEY_NORM_FLOOR, OUTPUT_DIVISOR
+from .cross_scale_torch import KEY_NORM_FLOOR, OUTPUT_DIVISOR
 
 
-def per_image_cross_scale(q, k, v, s, softmax_scale=10.0):
+def cross_scale_attention_reference(q, k, v, s, softmax_scale=10.0):
     """q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, sH, sW]."""
     out = []
     for qi, ki, vi in zip(q, k, v):
@@ -23,7 +25,7 @@ def per_image_cross_scale(q, k, v, s, softmax_scale=10.0):
     return torch.stack(out)
 
 
-def sdpa_in_scale(q, k, v):
+def in_scale_attention_reference(q, k, v):
     """q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W] through one-head SDPA, scale 1."""
     n, cv, h, w = v.shape
     tokens = [t.flatten(2).transpose(1, 2)[:, None] for t in (q, k, v)]

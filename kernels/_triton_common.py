@@ -1,0 +1,106 @@
+"""What both Triton operators need besides their kernels: buffers, device guard, launches
+with a fixed or an autotuned config, input preparation, and the bf16 emulation that the
+interpreter needs.
+
+Under TRITON_INTERPRET=1 (CPU) `tl.dot` on bf16 operands is wrong and fp32 -> bf16 casts
+truncate, where a GPU rounds to nearest even: with EMU_BF16 the jit helpers multiply the
+same bf16 values in fp32 (exact products, as on the GPU) and round to nearest even first.
+"""
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from ._backend import autocast_dtype, autotune_enabled, interpreting
+
+INTERPRET = interpreting()
+AUTOTUNE = autotune_enabled()   # else one fixed config per kernel (interpreter, quick GPU checks)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+LOG2E = 1.4426950408889634
+
+# Tests set this to fill every buffer a launcher allocates with NaN before the launches, so
+# that an element a kernel forgets to write shows up.
+POISON = False
+
+
+def new_buffer(shape, dtype, device):
+    """torch.empty, or NaN-filled when POISON is set."""
+    if POISON:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def device_guard(t):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def emulate_bf16(dtype):
+    """Whether bf16 dots and casts must be emulated (the interpreter with bf16 inputs)."""
+    return bool(INTERPRET and dtype == torch.bfloat16)
+
+
+def tuned(kernel, configs, key, prune=None):
+    """`kernel` autotuned over `configs` on a GPU; `kernel` itself when AUTOTUNE is off."""
+    if not AUTOTUNE:
+        return kernel
+    prune_by = {"early_config_prune": prune} if prune is not None else None
+    return triton.autotune(configs=configs, key=key, prune_configs_by=prune_by)(kernel)
+
+
+def launch(kernel, fixed, grid_of, args, meta):
+    """Launch `kernel` (from `tuned`) with its autotuned config, or with `fixed`
+    ({"BLOCK_M": .., "num_warps": ..}) when AUTOTUNE is off. grid_of(config kwargs) -> grid."""
+    if AUTOTUNE:
+        kernel[grid_of](*args, **meta)
+    else:
+        kernel[grid_of(fixed)](*args, **meta, **fixed)
+
+
+def config(num_warps, num_stages, **blocks):
+    return triton.Config(blocks, num_warps=num_warps, num_stages=num_stages)
+
+
+def prepare_inputs(name, q, k, v):
+    """Refuse devices the kernels cannot run on, cast under autocast like a matmul, check dtypes.
+
+    Returns (q, k, v, autocast_was_on)."""
+    if not (q.is_cuda or (INTERPRET and q.device.type == "cpu")):
+        raise RuntimeError(f"{name}: tensors on {q.device} need CUDA (or CPU with TRITON_INTERPRET=1 "
+                           "set before the kernels were imported)")
+    cast = autocast_dtype(q.device.type)
+    if cast is not None:
+        q, k, v = (t.to(cast) for t in (q, k, v))
+    if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"{name}: dtypes {q.dtype}, {k.dtype}, {v.dtype} are not supported "
+                         "(one of float32, float16, bfloat16); use backend=\"torch\"")
+    return q, k, v, cast is not None
+
+
+# ----------------------------------------------------------------------------- jit helpers
+
+@triton.jit
+def rne(x, EMU_BF16: tl.constexpr):
+    """Prepare fp32 `x` for `.to(bfloat16)`: with EMU_BF16 round its bits to nearest even
+    (the interpreter's cast truncates; the GPU's rounds)."""
+    if EMU_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        x = bits.to(tl.float32, bitcast=True)
+    return x
+
+
+@triton.jit
+def cast(x, dtype: tl.constexpr, EMU_BF16: tl.constexpr):
+    """fp32 `x` -> `dtype`, rounding to nearest even."""
+    return rne(x, EMU_BF16).to(dtype)
+
+
+@triton.jit
+def mma(a, b, acc, EMU_BF16: tl.constexpr):
+    """acc + a @ b with fp32 accumulation; exact fp32 products for fp32 operands (no TF32).
+    EMU_BF16 multiplies bf16 operands in fp32 (the interpreter's bf16 dot is wrong)."""
+    if EMU_BF16:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision="ieee")
