@@ -85,9 +85,9 @@ def prepare(config, explicit=None):
     nothing left to do. A fresh run refuses a save folder that holds another run unless
     `overwrite`; a resumed one takes the checkpoint's configuration, `explicit` keys overriding it."""
     rank0 = int(os.environ.get("RANK", 0)) == 0
+    fresh = not config["resume"]
     device = pick_device(config["device"])
     check_runnable(_precision(config, device), config["attention_backend"], device)
-    save = writable_dir(config["save"], "--save")
     if config["resume"]:
         path, state = _resume_point(config)
         if path is None:
@@ -99,7 +99,8 @@ def prepare(config, explicit=None):
                     print(f"train.py: nothing left to do: {path} finished epoch {state['epoch']} of "
                           f"{config['epochs']}; give a larger --epochs to train longer")
                 return None
-    elif rank0:
+    save = writable_dir(config["save"], "--save")
+    if fresh and rank0:
         _claim(save, config["overwrite"])
     for name in filter(None, config["data_test"].split("+")):
         dataset_images(config["data_path"], name, config["scale"], config["data_range"])
@@ -129,7 +130,7 @@ def _resume_point(config):
         try:
             return path, training_state(path)
         except CheckpointError as e:
-            print(f"train.py: warning: skipping {path}: {e}", file=sys.stderr)
+            print(f"train.py: warning: {e}; trying an older one", file=sys.stderr)
     if found:
         raise CheckpointError(f"no readable checkpoint in {folder}; give one with --resume PATH or start "
                               "afresh with --overwrite")

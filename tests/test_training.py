@@ -228,7 +228,7 @@ def test_resume_skips_a_truncated_checkpoint_and_drops_stale_log_records(finishe
     stale = save / "checkpoints" / ".epoch_0003.pt.x1y2.tmp"  # left by a save killed mid-write
     stale.write_bytes(b"partial")
     run(dict(config, epochs=3, resume="auto"))
-    assert f"skipping {newest}" in capsys.readouterr().err
+    assert f"warning: cannot read checkpoint {newest} (truncated" in capsys.readouterr().err
     assert epochs_logged(save) == [1, 2, 3]
     original = [r["loss"] for r in records(finished_run[0]) if "loss" in r]
     assert [r["loss"] for r in records(save) if "loss" in r][:2] == original
