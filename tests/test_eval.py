@@ -260,14 +260,14 @@ def test_folder_mode_names_what_it_skips_and_keeps_its_outputs(tmp_path, capsys)
                                                           "text.png"]
 
 
-def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt):
-    base = ["--ckpt", tiny_ckpt, "--data_path", DATA, "--device", "cpu"]
-    result = run_cli(*base, "--precision", "fp16", "--out", tmp_path / "a")
-    assert result.returncode == 2 and result.stderr == ("eval.py: error: precision fp16 needs a CUDA device, "
-                                                        "not cpu; use --precision fp32 or bf16\n")
-    result = run_cli(*base, "--attention_backend", "triton", TRITON_INTERPRET="0")
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Triton kernels need CUDA" in result.stderr
-    (tmp_path / "file").write_text("")
-    result = run_cli(*base, "--out", tmp_path / "file")
-    assert result.returncode == 2 and result.stderr == f"eval.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
+def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt, capsys):
+    base = ["--ckpt", str(tiny_ckpt), "--data_path", str(DATA), "--device", "cpu"]
+    assert eval_cli.main(base + ["--precision", "fp16", "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err == ("eval.py: error: precision fp16 needs a CUDA device, not cpu; "
+                                       "use --precision fp32 or bf16\n")
     assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("")
+    assert eval_cli.main(base + ["--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"eval.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
+    result = run_cli(*base, "--attention_backend", "triton", TRITON_INTERPRET="0")  # the tests' own process interprets
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Triton kernels need CUDA" in result.stderr
