@@ -6,6 +6,7 @@ Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's va
 PSNR is what eval.py measures on the same set.
 """
 import json
+import logging
 import math
 import os
 import pathlib
@@ -51,7 +52,11 @@ def run(config, explicit=None):
     elif config["gpus"] > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        mp.spawn(_worker, args=(config, config["gpus"], True), nprocs=config["gpus"], join=True)
+        logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "terminating process ..."
+        try:
+            mp.spawn(_worker, args=(config, config["gpus"], True), nprocs=config["gpus"], join=True)
+        except mp.ProcessExitedException as e:  # the process has said why (see _worker)
+            raise SystemExit(e.exit_code) from None
     else:
         _worker(0, config, 1, False)
 
@@ -99,6 +104,9 @@ def prepare(config, explicit=None):
                     print(f"train.py: nothing left to do: {path} finished epoch {state['epoch']} of "
                           f"{config['epochs']}; give a larger --epochs to train longer")
                 return None
+    world = int(os.environ.get("WORLD_SIZE", config["gpus"]))
+    if config["batch_size"] % world:
+        raise ConfigError(f"batch_size {config['batch_size']} must divide evenly across {world} processes")
     save = writable_dir(config["save"], "--save")
     if fresh and rank0:
         _claim(save, config["overwrite"])
@@ -167,6 +175,12 @@ def _worker(local_rank, config, world, spawned):
         Trainer(config, device).fit()
         if dist.is_initialized():
             dist.barrier()  # no rank tears gloo down while a peer still talks to it
+    except (UserError, KeyboardInterrupt) as e:
+        if not spawned:
+            raise
+        if local_rank == 0 and isinstance(e, UserError):  # one line, as train.py prints it
+            print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, UserError) else 130) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

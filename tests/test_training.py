@@ -304,3 +304,12 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.splitlines()[-1] == (f"train.py: interrupted; continue with: python train.py --save "
                                     f"{tmp_path / 'run'} --resume auto")
+
+
+def test_an_error_in_local_processes_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "train.py", *TINY, "--patch_size", "2048", "--gpus", "2",
+                             "--save", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("train.py: error: ") and result.stderr.count("\n") == 1
+    assert "smaller than the LR patch 1024x1024" in result.stderr
