@@ -30,13 +30,11 @@ from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import check_runnable, inference_precision, pick_device, upscale
-from .metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y
-from .plot import paste, text
+from .metrics import psnr, psnr_y, ssim, ssim_y
+from .plot import figure, figure_row
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
-FIGURE_CROP = 120   # HR pixels per crop side
-FIGURE_GAP = 6      # white pixels between crops
 
 CHECKPOINT_KEYS = ("scale", "n_feats", "depth", "rgb_range")  # read from the checkpoint; a given one must match
 LAYOUT = ("expected the EDSR layout under --data_path {root}: benchmark/<Set>/HR/<name>.png and "
@@ -135,49 +133,6 @@ def _peak_memory_mb(device):
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
-
-
-# --------------------------------------------------------------------------- figures
-
-def _worst_window(err, size, step=4):
-    """Top-left corner of the size x size window with the largest summed error."""
-    h, w = err.shape
-    integral = np.zeros((h + 1, w + 1))
-    integral[1:, 1:] = err.cumsum(0).cumsum(1)
-    tops, lefts = np.arange(0, h - size + 1, step), np.arange(0, w - size + 1, step)
-    sums = (integral[tops[:, None] + size, lefts[None, :] + size] - integral[tops[:, None], lefts[None, :] + size]
-            - integral[tops[:, None] + size, lefts[None, :]] + integral[tops[:, None], lefts[None, :]])
-    i, j = np.unravel_index(np.argmax(sums), sums.shape)
-    return int(tops[i]), int(lefts[j])
-
-
-def figure_row(panels, size=FIGURE_CROP, gap=FIGURE_GAP):
-    """Same-size uint8 images (HxW or HxWx3) -> one uint8 row of crops with white gaps.
-
-    The crop is where the first panel (bicubic) differs most from the last (HR).
-    """
-    panels = [np.repeat(p[:, :, None], 3, axis=2) if p.ndim == 2 else p for p in panels]
-    h, w = panels[0].shape[:2]
-    size = min(size, h, w)
-    err = (rgb_to_y(panels[0]) - rgb_to_y(panels[-1])) ** 2
-    top, left = _worst_window(err, size)
-    crops = [p[top:top + size, left:left + size] for p in panels]
-    white = np.full((size, gap, 3), 255, np.uint8)
-    return np.concatenate([c for crop in crops for c in (crop, white)][:-1], axis=1)
-
-
-def figure(rows, captions, gap=FIGURE_GAP):
-    """Rows from `figure_row` -> one uint8 image: `captions` centred over the columns, then the
-    rows stacked with white gaps (narrower rows padded)."""
-    width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    column = (rows[0].shape[1] - gap * (len(captions) - 1)) // len(captions)
-    band = np.full((18, width, 3), 255, np.uint8)
-    for i, caption in enumerate(captions):
-        label = text(caption)
-        paste(band, label, 4, max(i * (column + gap) + (column - label.shape[1]) // 2, 0))
-    white = np.full((gap, width, 3), 255, np.uint8)
-    return np.concatenate([band] + [c for r in padded for c in (r, white)][:-1], axis=0)
 
 
 # --------------------------------------------------------------------------- evaluation

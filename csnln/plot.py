@@ -1,12 +1,16 @@
-"""Dependency-free figures: a 3x5 pixel font, and the training curves (curves.png).
+"""Dependency-free figures: a 3x5 pixel font, the training curves and eval.py's comparison crops.
 
 curves.png has two panels, training loss and validation PSNR against the epoch, each with a
-title naming the quantity and its unit, the extreme values on both axes and a legend.
+title naming the quantity and its unit, the extreme values on both axes and a legend. The
+comparison figure shows captioned crops (e.g. bicubic, CSNLN, HR) where bicubic is worst.
 """
 import numpy as np
 
 from .images import write_image
+from .metrics import rgb_to_y
 
+FIGURE_CROP = 120   # HR pixels per crop side
+FIGURE_GAP = 6      # white pixels between crops
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 INK = (0, 0, 0)
 # each glyph: five rows of three pixels, one octal digit per row (4 = left pixel, 1 = right)
@@ -94,3 +98,46 @@ def plot_history(history, path):
                     [r["psnr"][name] for r in history if name in r["psnr"]], COLORS[(i + 1) % len(COLORS)], name)
                    for i, name in enumerate(sets)], "VALIDATION PSNR (dB)")
     write_image(path, np.concatenate([loss, np.full((8, loss.shape[1], 3), 255, np.uint8), psnr]))
+
+
+# -- the comparison figure of eval.py ---------------------------------------------------------
+
+def _worst_window(err, size, step=4):
+    """Top-left corner of the size x size window with the largest summed error."""
+    h, w = err.shape
+    integral = np.zeros((h + 1, w + 1))
+    integral[1:, 1:] = err.cumsum(0).cumsum(1)
+    tops, lefts = np.arange(0, h - size + 1, step), np.arange(0, w - size + 1, step)
+    sums = (integral[tops[:, None] + size, lefts[None, :] + size] - integral[tops[:, None], lefts[None, :] + size]
+            - integral[tops[:, None] + size, lefts[None, :]] + integral[tops[:, None], lefts[None, :]])
+    i, j = np.unravel_index(np.argmax(sums), sums.shape)
+    return int(tops[i]), int(lefts[j])
+
+
+def figure_row(panels, size=FIGURE_CROP, gap=FIGURE_GAP):
+    """Same-size uint8 images (HxW or HxWx3) -> one uint8 row of crops with white gaps.
+
+    The crop is where the first panel (bicubic) differs most from the last (HR).
+    """
+    panels = [np.repeat(p[:, :, None], 3, axis=2) if p.ndim == 2 else p for p in panels]
+    h, w = panels[0].shape[:2]
+    size = min(size, h, w)
+    err = (rgb_to_y(panels[0]) - rgb_to_y(panels[-1])) ** 2
+    top, left = _worst_window(err, size)
+    crops = [p[top:top + size, left:left + size] for p in panels]
+    white = np.full((size, gap, 3), 255, np.uint8)
+    return np.concatenate([c for crop in crops for c in (crop, white)][:-1], axis=1)
+
+
+def figure(rows, captions, gap=FIGURE_GAP):
+    """Rows from `figure_row` -> one uint8 image: `captions` centred over the columns, then the
+    rows stacked with white gaps (narrower rows padded)."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    column = (rows[0].shape[1] - gap * (len(captions) - 1)) // len(captions)
+    band = np.full((18, width, 3), 255, np.uint8)
+    for i, caption in enumerate(captions):
+        label = text(caption)
+        paste(band, label, 4, max(i * (column + gap) + (column - label.shape[1]) // 2, 0))
+    white = np.full((gap, width, 3), 255, np.uint8)
+    return np.concatenate([band] + [c for r in padded for c in (r, white)][:-1], axis=0)

@@ -218,8 +218,6 @@ class Trainer:
         self.config, self.device = config, device
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
-        if config["batch_size"] % self.world:
-            raise TrainingError(f"batch_size {config['batch_size']} must divide evenly across {self.world} processes")
         self.precision = _precision(config, device)
         self.save_dir = pathlib.Path(config["save"])
         _seed_everything(config["seed"])

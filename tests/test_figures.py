@@ -2,8 +2,7 @@
 import imageio.v2 as imageio
 import numpy as np
 
-from csnln.evaluate import FIGURE_GAP, figure, figure_row
-from csnln.plot import COLORS, plot_history, text
+from csnln.plot import COLORS, FIGURE_GAP, figure, figure_row, plot_history, text
 
 
 def find(img, patch):
