@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import CrossScaleAttention, NonLocalAttention, conv_prelu
+from .attention import CrossScaleAttention, NonLocalAttention, conv_prelu, embed
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 # scale -> (kernel, stride, padding) of the strided (de)convolutions of one x2 or x3 step
@@ -41,7 +41,8 @@ def strided(conv, n_feats, kernel, stride, padding):
 class MultisourceProjection(nn.Module):
     """In-scale attention + deconv and cross-scale attention fused by a residual encoder.
 
-    [N, C, H, W] -> [N, C, s*H, s*W] with s the attention scale (2, or 3 for x3).
+    [N, C, H, W] -> [N, C, s*H, s*W] with s the attention scale (2, or 3 for x3). The five
+    1x1 embeddings of x (three in-scale, two cross-scale) run as one convolution.
     """
 
     def __init__(self, n_feats, scale, backend="auto"):
@@ -53,8 +54,10 @@ class MultisourceProjection(nn.Module):
         self.encoder = ResBlock(n_feats)
 
     def forward(self, x):
-        down_map = self.upsample(self.down_attention(x))
-        up_map = self.up_attention(x)
+        n_down = len(self.down_attention.embeddings)
+        embedded = embed(x, self.down_attention.embeddings + self.up_attention.embeddings)
+        down_map = self.upsample(self.down_attention.attend(*embedded[:n_down]))
+        up_map = self.up_attention.attend(x, *embedded[n_down:])
         return down_map + self.encoder(up_map - down_map)
 
 
