@@ -32,7 +32,7 @@ def parse(prog, argv):
     while i < len(argv):
         key, eq, value = argv[i].partition("=")
         if key == "--config":
-            if not eq and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
+            if (eq and not value) or (not eq and (i + 1 >= len(argv) or argv[i + 1].startswith("--"))):
                 raise ConfigError("--config needs a path")
             config_path, i = (value, i + 1) if eq else (argv[i + 1], i + 2)
             continue

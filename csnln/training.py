@@ -313,8 +313,8 @@ class Trainer:
                 self._log(record)
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
-                print(f"epoch {self.epoch}: loss {loss:.5f}, " +
-                      ", ".join(f"{k} {v:.3f} dB" for k, v in scores.items()))
+                print(", ".join([f"epoch {self.epoch}: loss {loss:.5f}"] +
+                                [f"{k} {v:.3f} dB" for k, v in scores.items()]))
             if self.world > 1:
                 dist.barrier()
 

@@ -57,8 +57,9 @@ def test_one_command_line_for_both_tools(tmp_path):
         parse("eval.py", ["--epochs", "5"])
     with pytest.raises(ConfigError, match="--out is an option of eval.py; train.py does not use it"):
         parse("train.py", ["--out", "x"])
-    with pytest.raises(ConfigError, match="--config needs a path"):
-        parse("train.py", ["--config", "--scale", "3"])
+    for argv in (["--config", "--scale", "3"], ["--config="]):
+        with pytest.raises(ConfigError, match="--config needs a path"):
+            parse("train.py", argv)
 
 
 def test_every_key_has_a_meaning_and_its_tools():
