@@ -41,7 +41,7 @@ def load_file(path):
         raise CheckpointError(f"refused to load {path}: it holds Python objects{what} beyond tensors and "
                               "plain values, and loading those could run code") from None
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint?): {reason}") from None
 
 
