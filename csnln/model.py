@@ -63,7 +63,8 @@ class MultisourceProjection(nn.Module):
 
 class RecurrentProjection(nn.Module):
     """The Self-Exemplars-Mining cell: [N, C, H, W] -> (next LR state [N, C, H, W],
-    HR estimate [N, C, r*H, r*W]) with r the network scale; x4 chains two x2 stages."""
+    HR estimate [N, C, r*H, r*W]) with r the network scale; x4 chains two x2 stages.
+    With next_state=False (the last recurrence) the LR state is not computed and is None."""
 
     def __init__(self, n_feats, scale, backend="auto"):
         super().__init__()
@@ -81,14 +82,16 @@ class RecurrentProjection(nn.Module):
             self.down_sample_4 = strided(nn.Conv2d, n_feats, 8, 4, 2)
             self.error_encode_2 = strided(nn.ConvTranspose2d, n_feats, 8, 4, 2)
 
-    def forward(self, x):
+    def forward(self, x, next_state=True):
         x_up = self.multi_source_projection(x)
         h_estimate = x_up + self.error_encode(x - self.down_sample_1(x_up))
         if self.scale == 4:
             x_up_2 = self.multi_source_projection_2(h_estimate)
             h_estimate = x_up_2 + self.error_encode_2(x - self.down_sample_3(x_up_2))
-            return self.post_conv(self.down_sample_4(h_estimate)), h_estimate
-        return self.post_conv(self.down_sample_2(h_estimate)), h_estimate
+        if not next_state:
+            return None, h_estimate
+        down_sample = self.down_sample_4 if self.scale == 4 else self.down_sample_2
+        return self.post_conv(down_sample(h_estimate)), h_estimate
 
 
 class CSNLN(nn.Module):
@@ -138,10 +141,11 @@ class CSNLN(nn.Module):
                              f"got {tuple(x.shape)}; pad the image (eval.py does) or crop it")
         x = self.head(self.sub_mean(x))
         estimates = []
-        for _ in range(self.depth):
+        for step in range(self.depth):
+            next_state = step < self.depth - 1  # the last LR state would be read by nothing
             if self.checkpoint_sem and torch.is_grad_enabled():
-                x, h_estimate = checkpoint(self.SEM, x, use_reentrant=False)
+                x, h_estimate = checkpoint(self.SEM, x, next_state, use_reentrant=False)
             else:
-                x, h_estimate = self.SEM(x)
+                x, h_estimate = self.SEM(x, next_state)
             estimates.append(h_estimate)
         return self.add_mean(self.tail(torch.cat(estimates, dim=1)))

@@ -135,3 +135,20 @@ def test_embeddings_run_as_one_convolution(scale):
     preluses = calls([b[1] for b in branches], lambda: model(torch.rand(1, 3, 4, 4, dtype=torch.float64)))
     assert convs == [0] * len(branches)        # the branch convs run only inside the fused conv
     assert preluses == [2] * len(branches)     # each PReLU once per recurrence
+
+
+@pytest.mark.parametrize("scale,depth", [(2, 1), (2, 3), (4, 2)])
+def test_last_recurrence_computes_no_lr_state(scale, depth):
+    model = network(scale, depth)
+    cell = model.SEM
+    state_modules = [cell.down_sample_4 if scale == 4 else cell.down_sample_2, cell.post_conv]
+    counts = calls(state_modules + [cell.error_encode],
+                   lambda: model(torch.rand(1, 3, *SIZES[scale], dtype=torch.float64)))
+    assert counts == [depth - 1, depth - 1, depth]
+
+
+def test_checkpointed_network_equals_plain_network():
+    model = network(2, depth=2)
+    model.checkpoint_sem = True
+    x = torch.rand(1, 3, *SIZES[2], dtype=torch.float64)
+    assert_same(output_and_grads(model, model, x), output_and_grads(lambda t: plain_csnln(model, t), model, x))
