@@ -12,7 +12,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from kernels._backend import resolve_backend
+from kernels import resolve_backend
 
 from .config import ConfigError
 

@@ -10,7 +10,7 @@ from .cross_scale_torch import (DEFAULT_CHUNK_ELEMENTS, KEY_NORM_FLOOR, OUTPUT_D
                                 cross_scale_attention_torch)
 from .in_scale_torch import in_scale_attention_torch
 
-__all__ = ["in_scale_attention", "cross_scale_attention", "BACKENDS", "KEY_NORM_FLOOR",
+__all__ = ["in_scale_attention", "cross_scale_attention", "resolve_backend", "BACKENDS", "KEY_NORM_FLOOR",
            "OUTPUT_DIVISOR", "DEFAULT_CHUNK_ELEMENTS"]
 
 

@@ -16,32 +16,36 @@ Backward, with Gs = pixel_unshuffle(dL/dout, s) [C, HW]:
                                                    (0 where the key norm is floored)
     dVs = Gs P~ / 6    (pixel_shuffle -> dv)
 
-Every matmul (R, E, Vs P~^T, dR k^T, dR^T q^T, P~^T Gs^T) is a tensor-core tile product with
-fp32 accumulation; every stencil is nine masked loads of a tile of an fp32 buffer. Query rows
+Every matmul (R, E, P~ Vs^T, dR k^T, dR^T q^T, P~^T Gs^T) is a tensor-core tile product with
+fp32 accumulation; every stencil is nine masked loads of a tile of a band buffer. Query rows
 run in bands [y0, y1) over groups of images; a band keeps, in global memory (L2 when small):
-R on rows y0-2 .. y1+1 and P on rows y0-1 .. y1 (forward), plus E on rows y0-1 .. y1 and dSn
-on rows y0 .. y1-1 (backward), clipped to the image. Bands are sized so that these buffers
-stay under FWD_BAND_BYTES / BWD_BAND_BYTES (whole images when they fit, else the most rows
-that fit, at least one). dq, dk, dVs accumulate over bands in fp32; rows y0-1 and y1 of a
-band's dq overlap its neighbours' and are added, bands running one after the other.
+R on rows y0-2 .. y1+1, P on rows y0-1 .. y1 and P~ on rows y0 .. y1-1 (forward), plus E on
+rows y0-1 .. y1, dSn on y0 .. y1-1 and dR on y0-1 .. y1 (backward), clipped to the image
+(R, P, E, dSn fp32; P~ and dR in the input dtype, the operand type of their products). Bands
+are sized so that these buffers stay under FWD_BAND_BYTES / BWD_BAND_BYTES: whole images in
+groups when they fit, else the most rows that fit, at least one. dq, dk, dVs accumulate over
+bands in fp32; rows y0-1 and y1 of a band's dq overlap its neighbours' and are added, the
+bands running one after the other.
 
 Kernels, grid (tile, [tile,] image of the group):
-  _gram_kernel   out[p, l] = scale sum_c A[c, p] B[c, l] for A, B the space-to-depth views
-                 of q and k (R) or of dL/dout and v (E)
-  _probs_kernel  S from R by the stencil; with STATS the row log-sum-exp (base 2) first
-                 (forward), else the saved one (backward); writes P
-  _out_kernel    out tile += P~ (stencil of P) @ Vs^T tile, per channel slice
-  _ds_kernel     dP (stencil of E), delta, dSn
-  _dq_kernel     dq += dR (stencil of dSn) @ k^T
-  _dk_kernel     dk += dR^T @ q^T, and sum_p dSn S_raw (S_raw: stencil of R) per key
-  _dv_kernel     dVs += P~^T @ Gs^T, per channel slice
+  _gram_kernel    out[p, l] = scale sum_c A[c, p] B[c, l] for A, B the space-to-depth views
+                  of q and k (R) or of dL/dout and v (E)
+  _probs_kernel   S from R by the stencil; with STATS the row log-sum-exp (base 2) first
+                  (forward), else the saved one (backward); writes P
+  _spread_kernel  P~ from P, dR from dSn (the stencil with sign -1), cast to the input dtype
+  _out_kernel     out tile = P~ @ Vs^T tile / 6, per channel slice
+  _ds_kernel      dP (stencil of E), delta, dSn
+  _dq_kernel      dq += dR @ k^T
+  _dk_kernel      dk += dR^T @ q^T, and sum_p dSn S_raw (S_raw: stencil of R) per key
+  _dv_kernel      dVs += P~^T @ Gs^T, per channel slice
 
-Work (multiply-adds per query-key pair) for a band of r rows, R_h = (r+4)/r and P_h = (r+2)/r
-halo factors (1 for whole images):
-  forward   Ck R_h + C                           (minimum Ck + C; <= 2x it whenever 3 Ck <= C)
-  backward  Ck R_h + C P_h + C + 2 Ck P_h         (minimum 3 Ck + 2 C)
-e.g. Ck 64, Cv 128, s 2 (C = 512): forward 576, backward 1216 on whole images, plus 9-tap
-stencil adds (two in the forward, five in the backward) per pair.
+Work (multiply-adds per query-key pair) for a band of r rows, with halo factors
+R_h = (r+4)/r and P_h = (r+2)/r (1 for whole images):
+  forward   Ck R_h + C                            (minimum Ck + C; <= 2x it whenever 3 Ck <= C)
+  backward  Ck R_h + C P_h + C + 2 Ck P_h          (minimum 3 Ck + 2 C)
+e.g. Ck 64, Cv 128, s 2 (C = 512): forward 576, backward 1216 on whole images. The stencils
+add nine loads and adds per element of a buffer: forward 2 (S in two passes) + 1 (P~),
+backward 1 (S) + 1 (P~) + 2 (dP in two passes) + 1 (dR) + 1 (S_raw for the key norms).
 fp16 / bf16 inputs: P~ and dR are rounded to the input dtype before their products (as P and
 dS in flash attention); fp32 inputs multiply exactly in fp32 (input_precision="ieee").
 """
@@ -58,7 +62,7 @@ FWD_BAND_BYTES = 48 << 20   # forward buffers of a band (R, P): 1 x 192 x 192 st
 BWD_BAND_BYTES = 256 << 20  # backward buffers (R, P, E, dSn): whole training batches fit
 _INT32_LIMIT = 2 ** 31 - 1
 # Sizes and strides are not specialised: no recompilation per image size.
-_SIZE_ARGS = ["row0", "nrows", "r_row0", "r_nrows", "p_row0", "p_nrows", "y0", "ncore",
+_SIZE_ARGS = ["row0", "nrows", "src_row0", "src_nrows", "r_row0", "r_nrows", "p_row0", "p_nrows", "y0", "ncore",
               "H", "W", "h", "w", "C"] + [f"s{t}_{d}" for t in "abqkvgo" for d in "nchw"]
 
 
@@ -109,7 +113,7 @@ def _stencil(buf, row0, nrows, py, px, pm, ly, lx, lm, W, h, w,
     X an fp32 band buffer [nrows * W, h * w] holding query rows row0 .. row0+nrows-1; terms
     outside those rows, the W columns or the h x w key grid are zero."""
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for t in tl.static_range(9):
+    for t in range(9):  # a runtime loop: unrolled, the nine tile loads would all be live at once
         dy = SIGN * (t // 3 - 1)
         dx = SIGN * (t % 3 - 1)
         ry = py + dy - row0
@@ -186,11 +190,28 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nr
 
 
 @_jit_sizes
-def _out_kernel(p_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h, so_w,
-                p_row0, p_nrows, y0, ncore, W, h, w, C,
+def _spread_kernel(src_ptr, dst_ptr, src_row0, src_nrows, row0, nrows, W, h, w,
+                   SIGN: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dst [G, nrows*W, L] (its dtype) = stencil(src) on query rows row0 ..; src fp32
+    [G, src_nrows*W, L] on rows src_row0 .. (P~ from P, dR from dSn: SIGN = -1)."""
+    n = tl.program_id(2).to(tl.int64)
+    L = h * w
+    py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
+    ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
+    x = _stencil(src_ptr + n * (src_nrows * W * L), src_row0, src_nrows, py, px, pm, ly, lx, lm, W, h, w,
+                 SIGN, BLOCK_M, BLOCK_N)
+    off = n * (nrows * W * L) + ((py - row0) * W + px)[:, None] * L + (ly * w + lx)[None, :]
+    tl.store(dst_ptr + off, cast(x, dst_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
+
+
+@_jit_sizes
+def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h, so_w,
+                y0, ncore, W, h, w, C,
                 SS: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
-    """out rows y0 .. y0+ncore-1 (space-to-depth channels of one slice) = P~ Vs^T / 6."""
+    """out rows y0 .. y0+ncore-1 (space-to-depth channels of one slice) = P~ Vs^T / 6, P~ the
+    [G, ncore*W, L] buffer in the input dtype."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, y0, ncore, W, BLOCK_M, IDX64)
@@ -198,14 +219,14 @@ def _out_kernel(p_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h,
     if IDX64:
         c = c.to(tl.int64)
     cm = c < C
-    p_buf = p_ptr + n * (p_nrows * W * L)
+    pt_rows = pt_ptr + n * (ncore * W * L) + ((py - y0) * W + px)[:, None] * L
     v_chan = v_ptr + n * sv_n + _chan(c, SS, sv_c, sv_h, sv_w)[:, None]
     acc = tl.zeros([BLOCK_M, BLOCK_V], tl.float32)
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
-        pt = _stencil(p_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, -1, BLOCK_M, BLOCK_N)
+        pt = tl.load(pt_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         vt = tl.load(v_chan + _pix(ly, lx, SS, sv_h, sv_w)[None, :], mask=cm[:, None] & lm[None, :], other=0.0)
-        acc = mma(cast(pt, vt.dtype, EMU_BF16), tl.trans(vt), acc, EMU_BF16)
+        acc = mma(pt, tl.trans(vt), acc, EMU_BF16)
     off = n * so_n + _pix(py, px, SS, so_h, so_w)[:, None] + _chan(c, SS, so_c, so_h, so_w)[None, :]
     tl.store(out_ptr + off, cast(acc * (1.0 / 6.0), out_ptr.dtype.element_ty, EMU_BF16),
              mask=pm[:, None] & cm[None, :])
@@ -238,53 +259,57 @@ def _ds_kernel(p_ptr, e_ptr, invn_ptr, ds_ptr, p_row0, p_nrows, y0, ncore, W, h,
 
 
 @_jit_sizes
-def _dq_kernel(ds_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, y0, ncore, p_row0, p_nrows,
+def _dq_kernel(dr_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, p_row0, p_nrows,
                H, W, h, w, C, CKP: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dq [G, C, H*W] fp32 += dR k^T on rows p_row0 .. (dR: stencil of dSn, rows y0 ..)."""
+    """dq [G, C, H*W] fp32 += dR k^T on rows p_row0 .. (dR: [G, p_nrows*W, L], input dtype)."""
     n = tl.program_id(1).to(tl.int64)
+    L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, p_row0, p_nrows, W, BLOCK_M, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
-    ds_buf = ds_ptr + n * (ncore * W * h * w)
+    dr_rows = dr_ptr + n * (p_nrows * W * L) + ((py - p_row0) * W + px)[:, None] * L
     k_chan = k_ptr + n * sk_n + (c * sk_c)[:, None]
     acc = tl.zeros([BLOCK_M, CKP], tl.float32)
-    for l0 in range(0, h * w, BLOCK_N):
+    for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
-        dr = _stencil(ds_buf, y0, ncore, py, px, pm, ly, lx, lm, W, h, w, -1, BLOCK_M, BLOCK_N)
+        dr = tl.load(dr_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         kt = tl.load(k_chan + (ly * sk_h + lx * sk_w)[None, :], mask=cm[:, None] & lm[None, :], other=0.0)
-        acc = mma(cast(dr, kt.dtype, EMU_BF16), tl.trans(kt), acc, EMU_BF16)
+        acc = mma(dr, tl.trans(kt), acc, EMU_BF16)
     ptrs = dq_ptr + n * (C * H * W) + (py * W + px)[:, None] + (c * (H * W))[None, :]
     mask = pm[:, None] & cm[None, :]
     tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + acc, mask=mask)
 
 
 @_jit_sizes
-def _dk_kernel(ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h, sq_w,
+def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h, sq_w,
                y0, ncore, r_row0, r_nrows, p_row0, p_nrows, W, h, w, C,
                CKP: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dk [G, C, L] fp32 += (dR^T q^T)^T over rows p_row0 ..; csum [G, L] += sum_p dSn S_raw
-    over rows y0 .. (S_raw: stencil of the Gram buffer R)."""
+    """dk [G, C, L] fp32 += (dR^T q^T)^T over rows p_row0 .. (dR: [G, p_nrows*W, L], input
+    dtype); csum [G, L] += sum_p dSn S_raw over rows y0 .. (S_raw: stencil of the Gram buffer)."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
+    dr_buf = dr_ptr + n * (p_nrows * W * L)
     ds_buf = ds_ptr + n * (ncore * W * L)
     r_buf = r_ptr + n * (r_nrows * W * L)
     q_chan = q_ptr + n * sq_n + (c * sq_c)[:, None]
     acc = tl.zeros([BLOCK_N, CKP], tl.float32)
-    csum = tl.zeros([BLOCK_N], tl.float32)
     for i0 in range(0, p_nrows * W, BLOCK_M):
         py, px, pm = _pixels(i0, p_row0, p_nrows, W, BLOCK_M, IDX64)
-        dr = _stencil(ds_buf, y0, ncore, py, px, pm, ly, lx, lm, W, h, w, -1, BLOCK_M, BLOCK_N)
+        dr = tl.load(dr_buf + ((py - p_row0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
+                     mask=pm[:, None] & lm[None, :], other=0.0)
         qt = tl.load(q_chan + (py * sq_h + px * sq_w)[None, :], mask=cm[:, None] & pm[None, :], other=0.0)
-        acc = mma(tl.trans(cast(dr, qt.dtype, EMU_BF16)), tl.trans(qt), acc, EMU_BF16)
-        core = pm & (py >= y0) & (py < y0 + ncore)
+        acc = mma(tl.trans(dr), tl.trans(qt), acc, EMU_BF16)
+    csum = tl.zeros([BLOCK_N], tl.float32)
+    for i0 in range(0, ncore * W, BLOCK_M):
+        py, px, pm = _pixels(i0, y0, ncore, W, BLOCK_M, IDX64)
         dsn = tl.load(ds_buf + ((py - y0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
-                      mask=core[:, None] & lm[None, :], other=0.0)
-        sraw = _stencil(r_buf, r_row0, r_nrows, py, px, core, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+                      mask=pm[:, None] & lm[None, :], other=0.0)
+        sraw = _stencil(r_buf, r_row0, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         csum += tl.sum(dsn * sraw, 0)
     ptrs = dk_ptr + n * (C * L) + (ly * w + lx)[:, None] + (c * L)[None, :]
     mask = lm[:, None] & cm[None, :]
@@ -294,10 +319,11 @@ def _dk_kernel(ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h, sq_w,
 
 
 @_jit_sizes
-def _dv_kernel(p_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, p_row0, p_nrows, y0, ncore,
+def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
                W, h, w, C, SS: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
-    """dVs [G, C, L] fp32 += (P~^T Gs^T)^T over query rows y0 .. (Gs: space-to-depth of dL/dout)."""
+    """dVs [G, C, L] fp32 += (P~^T Gs^T)^T over query rows y0 .. (P~: [G, ncore*W, L], input
+    dtype; Gs: space-to-depth of dL/dout)."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
@@ -305,14 +331,15 @@ def _dv_kernel(p_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, p_row0, p_nrows, y
     if IDX64:
         c = c.to(tl.int64)
     cm = c < C
-    p_buf = p_ptr + n * (p_nrows * W * L)
+    pt_buf = pt_ptr + n * (ncore * W * L)
     g_chan = g_ptr + n * sg_n + _chan(c, SS, sg_c, sg_h, sg_w)[:, None]
     acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
     for i0 in range(0, ncore * W, BLOCK_M):
         py, px, pm = _pixels(i0, y0, ncore, W, BLOCK_M, IDX64)
-        pt = _stencil(p_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, -1, BLOCK_M, BLOCK_N)
+        pt = tl.load(pt_buf + ((py - y0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
+                     mask=pm[:, None] & lm[None, :], other=0.0)
         gt = tl.load(g_chan + _pix(py, px, SS, sg_h, sg_w)[None, :], mask=cm[:, None] & pm[None, :], other=0.0)
-        acc = mma(tl.trans(cast(pt, gt.dtype, EMU_BF16)), tl.trans(gt), acc, EMU_BF16)
+        acc = mma(tl.trans(pt), tl.trans(gt), acc, EMU_BF16)
     ptrs = dvs_ptr + n * (C * L) + (ly * w + lx)[:, None] + (c * L)[None, :]
     mask = lm[:, None] & cm[None, :]
     tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + acc, mask=mask)
@@ -331,31 +358,37 @@ def _small_tiles_for_fp32(configs, named_args, **kwargs):
 
 
 _c = tc.config
-# name -> (autotune candidates, fixed config for the interpreter / CSNLN_TRITON_AUTOTUNE=0)
+# name -> (autotune candidates, fixed config for the interpreter / CSNLN_TRITON_AUTOTUNE=0).
+# Every fp16 / bf16 candidate compiles for sm_90 without spills at Ck 64, Cv 128, s 2 and 3
+# (bench/compile_check.py). The big dots keep both output tile sides >= 64; their reduction
+# step is 32 where 64 would spill (the strided gathers of the operands hold many registers).
 _CONFIGS = {
     "gram": ([_c(4, 3, BLOCK_M=64, BLOCK_N=64, BLOCK_C=32), _c(8, 3, BLOCK_M=128, BLOCK_N=64, BLOCK_C=32),
               _c(8, 3, BLOCK_M=128, BLOCK_N=128, BLOCK_C=32), _c(4, 2, BLOCK_M=64, BLOCK_N=64, BLOCK_C=64)],
              dict(BLOCK_M=32, BLOCK_N=16, BLOCK_C=16, num_warps=4)),
-    "probs": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=64),
-               _c(8, 1, BLOCK_M=64, BLOCK_N=128)],
+    "probs": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=64, BLOCK_N=64),
+               _c(8, 1, BLOCK_M=32, BLOCK_N=128)],
               dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    "out": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64, BLOCK_V=64), _c(8, 1, BLOCK_M=128, BLOCK_N=64, BLOCK_V=128),
-             _c(8, 1, BLOCK_M=64, BLOCK_N=64, BLOCK_V=256), _c(8, 1, BLOCK_M=128, BLOCK_N=32, BLOCK_V=256)],
+    "spread": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=64, BLOCK_N=64),
+                _c(8, 1, BLOCK_M=32, BLOCK_N=128)],
+               dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
+    "out": ([_c(4, 2, BLOCK_M=64, BLOCK_N=32, BLOCK_V=64), _c(4, 2, BLOCK_M=64, BLOCK_N=32, BLOCK_V=128),
+             _c(8, 2, BLOCK_M=128, BLOCK_N=32, BLOCK_V=128), _c(8, 2, BLOCK_M=64, BLOCK_N=32, BLOCK_V=256)],
             dict(BLOCK_M=32, BLOCK_N=16, BLOCK_V=32, num_warps=4)),
-    "ds": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=64),
-            _c(8, 1, BLOCK_M=64, BLOCK_N=128)],
+    "ds": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=32, BLOCK_N=128), _c(8, 1, BLOCK_M=64, BLOCK_N=64)],
            dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    "dq": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64), _c(8, 1, BLOCK_M=128, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=32)],
+    "dq": ([_c(4, 2, BLOCK_M=64, BLOCK_N=32), _c(8, 2, BLOCK_M=128, BLOCK_N=32)],
            dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    "dk": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64), _c(8, 1, BLOCK_M=64, BLOCK_N=128), _c(4, 1, BLOCK_M=32, BLOCK_N=64)],
+    "dk": ([_c(8, 1, BLOCK_M=64, BLOCK_N=128), _c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=32, BLOCK_N=128)],
            dict(BLOCK_M=16, BLOCK_N=32, num_warps=4)),
-    "dv": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64, BLOCK_V=64), _c(8, 1, BLOCK_M=64, BLOCK_N=128, BLOCK_V=128),
-            _c(8, 1, BLOCK_M=32, BLOCK_N=64, BLOCK_V=256)],
+    "dv": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64, BLOCK_V=64), _c(8, 2, BLOCK_M=64, BLOCK_N=128, BLOCK_V=128),
+            _c(8, 2, BLOCK_M=32, BLOCK_N=64, BLOCK_V=256)],
            dict(BLOCK_M=16, BLOCK_N=32, BLOCK_V=32, num_warps=4)),
 }
 _KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=key, prune=_small_tiles_for_fp32)
             for name, kernel, key in (("gram", _gram_kernel, ["C", "SA", "SB"]),
                                       ("probs", _probs_kernel, ["STATS"]),
+                                      ("spread", _spread_kernel, ["SIGN"]),
                                       ("out", _out_kernel, ["C", "SS"]),
                                       ("ds", _ds_kernel, []),
                                       ("dq", _dq_kernel, ["CKP"]),
@@ -383,21 +416,28 @@ def _key_norms(k):
     return sq.clamp_min(KEY_NORM_FLOOR ** 2).rsqrt().contiguous(), sq > KEY_NORM_FLOOR ** 2
 
 
-def _bands(n, H, W, L, budget, row_units, fixed_units):
-    """(image groups, row bands): buffers of a band hold (row_units * rows + fixed_units) rows of
-    W*L fp32 per image. Whole images in as large groups as fit, else one image and the most
-    rows that fit (at least one)."""
-    row_bytes = 4 * W * L
-    def rows_for(images):
-        return (budget // max(1, images * row_bytes) - fixed_units) // row_units
-    if rows_for(1) >= H:
-        group = max(1, min(n, budget // max(1, (row_units * H + fixed_units) * row_bytes)))
-        rows = H
+def _bands(n, H, W, L, budget, per_row, fixed):
+    """(image groups, row bands) such that a band's buffers, per_row * rows + fixed bytes per
+    W*L elements of one image, fit `budget`: whole images in as large groups as fit, else one
+    image at a time and the most query rows that fit (at least one)."""
+    unit = W * L
+    rows_for_one = (budget // max(1, unit) - fixed) // per_row
+    if rows_for_one >= H:
+        group, rows = max(1, min(n, budget // max(1, (per_row * H + fixed) * unit))), H
     else:
-        group, rows = 1, max(1, rows_for(1))
+        group, rows = 1, max(1, rows_for_one)
     images = [(i, min(n, i + group)) for i in range(0, n, group)]
-    row_bands = [(y, min(H, y + rows)) for y in range(0, H, rows)]
-    return images, row_bands
+    return images, [(y, min(H, y + rows)) for y in range(0, H, rows)]
+
+
+def _fwd_bands(n, H, W, L, esize):
+    """Forward buffers: R fp32 (r+4 rows), P fp32 (r+2), P~ (r, input dtype)."""
+    return _bands(n, H, W, L, FWD_BAND_BYTES, 8 + esize, 24)
+
+
+def _bwd_bands(n, H, W, L, esize):
+    """Backward buffers: R, P, E, dSn fp32 (r+4, r+2, r+2, r rows), P~ and dR (r, r+2, input dtype)."""
+    return _bands(n, H, W, L, BWD_BAND_BYTES, 16 + 2 * esize, 32 + 2 * esize)
 
 
 def _halo(y0, y1, H, r):
@@ -415,12 +455,22 @@ def _gram(a, b, sa, sb, rows, W, h, w, scale, meta):
 
 
 def _probs(gram, r_rows, p_rows, inv_n, lse, W, h, w, qk_scale, stats, meta):
+    """fp32 P [G, rows*W, L] on query rows p_rows from the Gram buffer on r_rows."""
     g, (p0, p1) = gram.shape[0], p_rows
     probs = tc.new_buffer((g, (p1 - p0) * W, h * w), torch.float32, gram.device)
     _launch("probs", lambda m: (triton.cdiv((p1 - p0) * W, m["BLOCK_M"]), g),
             gram, inv_n, lse, probs, r_rows[0], r_rows[1] - r_rows[0], p0, p1 - p0,
             lse.shape[1] // W, W, h, w, qk_scale, STATS=stats, IDX64=meta["IDX64"])
     return probs
+
+
+def _spread(src, src_rows, rows, W, h, w, dtype, meta):
+    """[G, rows*W, L] in `dtype` = the stencil (sign -1) of the fp32 buffer src on src_rows."""
+    g, (r0, r1) = src.shape[0], rows
+    out = tc.new_buffer((g, (r1 - r0) * W, h * w), dtype, src.device)
+    _launch("spread", lambda m: (triton.cdiv((r1 - r0) * W, m["BLOCK_M"]), triton.cdiv(h * w, m["BLOCK_N"]), g),
+            src, out, src_rows[0], src_rows[1] - src_rows[0], r0, r1 - r0, W, h, w, SIGN=-1, **meta)
+    return out
 
 
 def _forward(q, k, v, s, a):
@@ -431,20 +481,20 @@ def _forward(q, k, v, s, a):
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
     meta = dict(IDX64=_needs_int64(q, k, v, out), EMU_BF16=tc.emulate_bf16(q.dtype))
-    qk_scale = float(a) * tc.LOG2E
-    images, rows = _bands(n, H, W, h * w, FWD_BAND_BYTES, 2, 6)
+    images, rows = _fwd_bands(n, H, W, h * w, q.element_size())
     with tc.device_guard(q):
         for i0, i1 in images:
             qi, ki, vi, oi, li, ni = (t[i0:i1] for t in (q, k, v, out, lse, inv_n))
             for y0, y1 in rows:
                 r_rows, p_rows = _halo(y0, y1, H, 2), _halo(y0, y1, H, 1)
                 gram = _gram(qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
-                probs = _probs(gram, r_rows, p_rows, ni, li, W, h, w, qk_scale, True, meta)
+                probs = _probs(gram, r_rows, p_rows, ni, li, W, h, w, float(a) * tc.LOG2E, True, meta)
                 del gram
+                spread = _spread(probs, p_rows, (y0, y1), W, h, w, q.dtype, meta)
+                del probs
                 _launch("out", lambda m: (triton.cdiv((y1 - y0) * W, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_V"]),
                                           i1 - i0),
-                        probs, vi, oi, *vi.stride(), *oi.stride(), p_rows[0], p_rows[1] - p_rows[0], y0, y1 - y0,
-                        W, h, w, C, SS=s, **meta)
+                        spread, vi, oi, *vi.stride(), *oi.stride(), y0, y1 - y0, W, h, w, C, SS=s, **meta)
     return out, lse, inv_n
 
 
@@ -460,7 +510,7 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
     dvs = torch.zeros(n, C, L, dtype=torch.float32, device=q.device)
     meta = dict(IDX64=_needs_int64(q, k, v, g), EMU_BF16=tc.emulate_bf16(q.dtype))
     ckp = max(16, triton.next_power_of_2(ck))
-    images, rows = _bands(n, H, W, L, BWD_BAND_BYTES, 4, 8)
+    images, rows = _bwd_bands(n, H, W, L, q.element_size())
     with tc.device_guard(q):
         for i0, i1 in images:
             gi = i1 - i0
@@ -471,8 +521,10 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                 gram = _gram(qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
                 probs = _probs(gram, r_rows, p_rows, ni, li, W, h, w, float(a) * tc.LOG2E, False, meta)
                 if need[2]:
+                    spread = _spread(probs, p_rows, (y0, y1), W, h, w, q.dtype, meta)
                     _launch("dv", lambda m: (triton.cdiv(L, m["BLOCK_N"]), triton.cdiv(C, m["BLOCK_V"]), gi),
-                            probs, g_i, dvs[i0:i1], *g_i.stride(), p0, np_, y0, y1 - y0, W, h, w, C, SS=s, **meta)
+                            spread, g_i, dvs[i0:i1], *g_i.stride(), y0, y1 - y0, W, h, w, C, SS=s, **meta)
+                    del spread
                 if not (need[0] or need[1]):
                     continue
                 e = _gram(g_i, vi, s, s, p_rows, W, h, w, 1.0 / 6.0, meta)
@@ -480,13 +532,13 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                 _launch("ds", lambda m: (triton.cdiv((y1 - y0) * W, m["BLOCK_M"]), gi),
                         probs, e, ni, dsn, p0, np_, y0, y1 - y0, W, h, w, float(a), IDX64=meta["IDX64"])
                 del e, probs
+                dr = _spread(dsn, (y0, y1), p_rows, W, h, w, q.dtype, meta)
                 if need[0]:
                     _launch("dq", lambda m: (triton.cdiv(np_ * W, m["BLOCK_M"]), gi),
-                            dsn, ki, dq[i0:i1], *ki.stride(), y0, y1 - y0, p0, np_, H, W, h, w, ck,
-                            CKP=ckp, **meta)
+                            dr, ki, dq[i0:i1], *ki.stride(), p0, np_, H, W, h, w, ck, CKP=ckp, **meta)
                 if need[1]:
                     _launch("dk", lambda m: (triton.cdiv(L, m["BLOCK_N"]), gi),
-                            dsn, gram, qi, dk[i0:i1], csum[i0:i1], *qi.stride(), y0, y1 - y0,
+                            dr, dsn, gram, qi, dk[i0:i1], csum[i0:i1], *qi.stride(), y0, y1 - y0,
                             r_rows[0], r_rows[1] - r_rows[0], p0, np_, W, h, w, ck, CKP=ckp, **meta)
     grads = [None, None, None]
     if need[0]:

@@ -99,9 +99,14 @@ def test_fp32_matches_float64_reference(case):
     _check_fp32(case, q, k, v, g, shape[-1])
 
 
-def _budget(rows, units, fixed, W, L):
+# fp32 inputs: bytes of band buffers per query row and fixed (halo) rows, per W*L elements
+FWD_BYTES, BWD_BYTES = (12, 24), (24, 40)
+
+
+def _budget(rows, per_row_and_fixed, W, L):
     """Band budget in bytes that gives bands of `rows` query rows of one image."""
-    return (units * rows + fixed) * 4 * W * L
+    per_row, fixed = per_row_and_fixed
+    return (per_row * rows + fixed) * W * L
 
 
 # (n, H, W, s, forward rows, backward rows): 1-row bands; bands that do not divide H (first and
@@ -113,10 +118,10 @@ BAND_CASES = [(2, 7, 4, 1, 1, 1), (1, 10, 6, 2, 3, 4), (1, 9, 6, 3, 2, 2)]
 def test_bands_of_query_rows(monkeypatch, case):
     n, H, W, s, fwd_rows, bwd_rows = case
     L = (H // s) * (W // s)
-    monkeypatch.setattr(cst, "FWD_BAND_BYTES", _budget(fwd_rows, 2, 6, W, L))
-    monkeypatch.setattr(cst, "BWD_BAND_BYTES", _budget(bwd_rows, 4, 8, W, L))
-    for budget, units, fixed, rows in ((cst.FWD_BAND_BYTES, 2, 6, fwd_rows), (cst.BWD_BAND_BYTES, 4, 8, bwd_rows)):
-        images, bands = cst._bands(n, H, W, L, budget, units, fixed)
+    monkeypatch.setattr(cst, "FWD_BAND_BYTES", _budget(fwd_rows, FWD_BYTES, W, L))
+    monkeypatch.setattr(cst, "BWD_BAND_BYTES", _budget(bwd_rows, BWD_BYTES, W, L))
+    for bands_of, rows in ((cst._fwd_bands, fwd_rows), (cst._bwd_bands, bwd_rows)):
+        images, bands = bands_of(n, H, W, L, 4)
         assert len(images) == n and bands[0] == (0, rows) and bands[-1][1] == H
     q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="strided", keys="mixed")
     _check_fp32(case, q, k, v, g, s)
@@ -126,10 +131,10 @@ def test_image_groups(monkeypatch):
     """Whole images in groups of two: 3 images -> groups (0, 2), (2, 3)."""
     n, H, W, s = 3, 6, 4, 2
     L = (H // s) * (W // s)
-    for name, units, fixed in (("FWD_BAND_BYTES", 2, 6), ("BWD_BAND_BYTES", 4, 8)):
-        budget = 2 * (units * H + fixed) * 4 * W * L
-        monkeypatch.setattr(cst, name, budget)
-        assert cst._bands(n, H, W, L, budget, units, fixed) == ([(0, 2), (2, 3)], [(0, H)])
+    for name, bands_of, sizes in (("FWD_BAND_BYTES", cst._fwd_bands, FWD_BYTES),
+                                  ("BWD_BAND_BYTES", cst._bwd_bands, BWD_BYTES)):
+        monkeypatch.setattr(cst, name, 2 * _budget(H, sizes, W, L))
+        assert bands_of(n, H, W, L, 4) == ([(0, 2), (2, 3)], [(0, H)])
     q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="channels_last")
     _check_fp32("groups", q, k, v, g, s)
 
