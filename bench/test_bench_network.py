@@ -1,4 +1,5 @@
-"""The whole network: one training step (L1, Adam) and inference on one image."""
+"""The whole network: one training step (L1, Adam) and inference on one image, with model and
+inputs contiguous or channels-last (a separate group, " channels_last")."""
 import pytest
 import torch
 
@@ -14,18 +15,26 @@ ROUNDS = 5 if CUDA else 2
 TRAIN_CASES = ([(shape, "auto") for shape in TRAIN] + [(next(iter(TRAIN)), "torch")] if CUDA
                else [(shape, "torch") for shape in TRAIN])
 INFER_CASES = [(shape, backend) for shape in INFER for backend in (("auto", "torch") if CUDA else ("torch",))]
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+def group(kind, shape, layout):
+    return f"{kind} {shape}" + (" channels_last" if layout == "channels_last" else "")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape,backend", TRAIN_CASES)
-def test_training_step(benchmark, shape, backend):
+def test_training_step(benchmark, shape, backend, layout):
     scale, n_feats, depth, batch, patch = TRAIN[shape]
-    model = CSNLN(scale=scale, n_feats=n_feats, depth=depth, attention_backend=backend).to(DEVICE)
+    memory_format = LAYOUTS[layout]
+    model = CSNLN(scale=scale, n_feats=n_feats, depth=depth, attention_backend=backend).to(
+        DEVICE, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=CUDA)
 
     def make():
-        return (torch.rand(batch, 3, patch, patch, device=DEVICE),
-                torch.rand(batch, 3, patch * scale, patch * scale, device=DEVICE))
+        return tuple(torch.rand(batch, 3, side, side, device=DEVICE).contiguous(memory_format=memory_format)
+                     for side in (patch, patch * scale))
 
     def step(lr, hr):
         with torch.autocast(DEVICE.type, dtype=DTYPE, enabled=CUDA):
@@ -35,18 +44,22 @@ def test_training_step(benchmark, shape, backend):
         scaler.step(optimizer)
         scaler.update()
 
-    benchmark.group = f"training step {shape}"
+    benchmark.group = group("training step", shape, layout)
     measure(benchmark, make, step, None, ROUNDS)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape,backend", INFER_CASES)
-def test_inference(benchmark, shape, backend):
+def test_inference(benchmark, shape, backend, layout):
     scale, n_feats, depth, h, w = INFER[shape]
-    model = CSNLN(scale=scale, n_feats=n_feats, depth=depth, attention_backend=backend).to(DEVICE).eval()
+    memory_format = LAYOUTS[layout]
+    model = CSNLN(scale=scale, n_feats=n_feats, depth=depth, attention_backend=backend).to(
+        DEVICE, memory_format=memory_format).eval()
 
     def forward(x):
         with torch.no_grad(), torch.autocast(DEVICE.type, dtype=DTYPE, enabled=CUDA):
             model(x)
 
-    benchmark.group = f"inference {shape}"
-    measure(benchmark, lambda: (torch.rand(1, 3, h, w, device=DEVICE),), forward, None, ROUNDS)
+    benchmark.group = group("inference", shape, layout)
+    measure(benchmark, lambda: (torch.rand(1, 3, h, w, device=DEVICE).contiguous(memory_format=memory_format),),
+            forward, None, ROUNDS)
