@@ -99,8 +99,10 @@ def _sync(device):
 class NetworkUpscaler:
     """uint8 LR [H, W, 3] -> uint8 SR [sH, sW, 3] with a network (see `inference.upscale`)."""
 
-    def __init__(self, model, scale, rgb_range, device, chop=False, self_ensemble=False, precision="fp32"):
-        self.model, self.scale, self.rgb_range, self.device = model, scale, rgb_range, device
+    def __init__(self, model, scale, rgb_range, device, chop=False, self_ensemble=False, precision="fp32",
+                 compile=False):
+        self.model = torch.compile(model) if compile else model
+        self.scale, self.rgb_range, self.device = scale, rgb_range, device
         self.options = dict(chop=chop, self_ensemble=self_ensemble, precision=precision)
 
     def __call__(self, lr):
@@ -342,7 +344,8 @@ def _upscaler(config, explicit, device, precision):
     model, found = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
     model.eval().to(device)
     upscaler = NetworkUpscaler(model, found["scale"], found["rgb_range"], device, chop=config["chop"],
-                               self_ensemble=config["self_ensemble"], precision=precision)
+                               self_ensemble=config["self_ensemble"], precision=precision,
+                               compile=config["compile"])
     options = "".join(f", {o}" for o in ("chop", "self_ensemble") if config[o])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
             f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}, {precision}{options}")

@@ -229,6 +229,8 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
                     if self.world > 1 else self.model)
+        self.step_model = torch.compile(self.ddp) if config["compile"] else self.ddp
+        self.val_model = self.val_upscaler = None   # built at the first validation, then reused
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
                                           eps=config["epsilon"], weight_decay=config["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones(config["decay"]),
@@ -319,7 +321,7 @@ class Trainer:
                 dist.barrier()
 
     def _train_epoch(self):
-        config, model = self.config, self.ddp
+        config, model = self.config, self.step_model
         model.train()
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
@@ -383,13 +385,16 @@ class Trainer:
         config = self.config
         if self.rank != 0 or not config["data_test"]:
             return {}
-        model = CSNLN(scale=config["scale"], n_feats=config["n_feats"], depth=config["depth"],
-                      n_colors=config["n_colors"], rgb_range=config["rgb_range"],
-                      attention_backend=config["attention_backend"]).to(self.device)
-        model.load_state_dict(self._eval_weights())
-        upscaler = NetworkUpscaler(model.eval(), config["scale"], config["rgb_range"], self.device,
-                                   chop=config["chop"], self_ensemble=config["self_ensemble"],
-                                   precision=inference_precision(config["precision"]))
+        if self.val_model is None:   # one model for every validation: compiled once with `compile`
+            self.val_model = CSNLN(scale=config["scale"], n_feats=config["n_feats"], depth=config["depth"],
+                                   n_colors=config["n_colors"], rgb_range=config["rgb_range"],
+                                   attention_backend=config["attention_backend"]).to(self.device).eval()
+            self.val_upscaler = NetworkUpscaler(self.val_model, config["scale"], config["rgb_range"], self.device,
+                                                chop=config["chop"], self_ensemble=config["self_ensemble"],
+                                                precision=inference_precision(config["precision"]),
+                                                compile=config["compile"])
+        self.val_model.load_state_dict(self._eval_weights())
+        upscaler = self.val_upscaler
         return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],
                                        upscaler=upscaler, data_range=config["data_range"],
                                        metric=config["metric"], progress=False)["psnr"]

@@ -7,6 +7,7 @@ truncate, where a GPU rounds to nearest even: with EMU_BF16 the jit helpers mult
 same bf16 values in fp32 (exact products, as on the GPU) and round to nearest even first.
 """
 import contextlib
+import functools
 
 import torch
 import triton
@@ -61,10 +62,36 @@ def config(num_warps, num_stages, **blocks):
     return triton.Config(blocks, num_warps=num_warps, num_stages=num_stages)
 
 
+def without_autocast(fn):
+    """Run fn(*tensors, ...) with autocast off on the first tensor's device: the launchers' own
+    torch ops (key norms, folds, casts) keep their dtypes under an outer autocast."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        with torch.autocast(args[0].device.type, enabled=False):
+            return fn(*args)
+    return wrapper
+
+
+def grads_or_empty(grads, inputs):
+    """A custom op returns no None: an unneeded gradient travels as an empty tensor."""
+    return tuple(x.new_empty(0) if g is None else g for g, x in zip(grads, inputs))
+
+
+def fake_grads(inputs, needs):
+    """Shapes of a backward op's outputs: contiguous like each input, or empty when not needed."""
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) if need else x.new_empty(0)
+                 for x, need in zip(inputs, needs))
+
+
+def needed(grads, needs):
+    """The autograd view of a backward op's outputs: None where not needed."""
+    return tuple(g if need else None for g, need in zip(grads, needs))
+
+
 def prepare_inputs(name, q, k, v):
     """Refuse devices the kernels cannot run on, cast under autocast like a matmul, check dtypes.
 
-    Returns (q, k, v, autocast_was_on)."""
+    Returns (q, k, v); the custom ops they go into run with autocast off."""
     if not (q.is_cuda or (INTERPRET and q.device.type == "cpu")):
         raise RuntimeError(f"{name}: tensors on {q.device} need CUDA (or CPU with TRITON_INTERPRET=1 "
                            "set before the kernels were imported)")
@@ -74,7 +101,7 @@ def prepare_inputs(name, q, k, v):
     if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"{name}: dtypes {q.dtype}, {k.dtype}, {v.dtype} are not supported "
                          "(one of float32, float16, bfloat16); use backend=\"torch\"")
-    return q, k, v, cast is not None
+    return q, k, v
 
 
 # ----------------------------------------------------------------------------- jit helpers

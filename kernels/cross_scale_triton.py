@@ -477,6 +477,9 @@ def _forward(q, k, v, s, a):
     """-> out [N, Cv, sH, sW] (v's dtype), lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
     n, _, H, W = q.shape
     h, w, C = H // s, W // s, v.shape[1] * s * s
+    if n * H * W * v.shape[1] == 0:                   # no output element: no launch
+        return (v.new_zeros(n, v.shape[1], H * s, W * s), q.new_zeros(n, H * W, dtype=torch.float32),
+                q.new_zeros(n, h * w, dtype=torch.float32))
     inv_n, _ = _key_norms(k)
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
@@ -502,6 +505,8 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
     """Gradients for the inputs flagged in `need` (None for the others), in the input dtype."""
     n, ck, H, W = q.shape
     h, w, L, C = H // s, W // s, (H // s) * (W // s), v.shape[1] * s * s
+    if n * H * W * v.shape[1] == 0:
+        return [torch.zeros_like(t) if need else None for t, need in zip((q, k, v), need)]
     if g.dtype != v.dtype:
         g = g.to(v.dtype)
     dq = torch.zeros(n, ck, H * W, dtype=torch.float32, device=q.device)
@@ -560,34 +565,50 @@ def _key_norm_backward(k, dk_direct, csum, inv_n):
     return dk_direct.view(n, ck, h, w) + k.float() * box
 
 
-class _CrossScaleAttentionFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, scale, softmax_scale):
-        out, lse, inv_n = _forward(q, k, v, scale, softmax_scale)
-        ctx.save_for_backward(q, k, v, lse, inv_n)   # inputs and O(N*HW) / O(N*L) statistics
-        ctx.scale = scale
-        ctx.softmax_scale = softmax_scale
-        return out
+# ----------------------------------------------------------------------------- custom ops
+# torch.library ops, so that torch.compile calls the kernels as opaque ops (no graph break).
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, lse, inv_n = ctx.saved_tensors
-        with torch.autocast(q.device.type, enabled=False):
-            dq, dk, dv = _backward(q, k, v, grad_out, lse, inv_n, ctx.scale, ctx.softmax_scale,
-                                   ctx.needs_input_grad[:3])
-        return dq, dk, dv, None, None
+@torch.library.custom_op("csnln::cross_scale_attention_fwd", mutates_args=())
+@tc.without_autocast
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int,
+            softmax_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> out [N, Cv, sH, sW], lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
+    return _forward(q, k, v, scale, softmax_scale)
 
 
-class _EmptyFn(torch.autograd.Function):
-    """An output without elements, still attached to the graph (gradients are None = zero)."""
-    @staticmethod
-    def forward(ctx, q, k, v, scale):
-        return v.new_zeros(v.shape[0], v.shape[1], q.shape[2] * scale, q.shape[3] * scale)
+@_fwd_op.register_fake
+def _(q, k, v, scale, softmax_scale):
+    n, _, H, W = q.shape
+    return (v.new_empty(n, v.shape[1], H * scale, W * scale), q.new_empty(n, H * W, dtype=torch.float32),
+            q.new_empty(n, (H // scale) * (W // scale), dtype=torch.float32))
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        return None, None, None, None
+
+@torch.library.custom_op("csnln::cross_scale_attention_bwd", mutates_args=())
+@tc.without_autocast
+def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lse: torch.Tensor,
+            inv_n: torch.Tensor, scale: int, softmax_scale: float, need_dq: bool, need_dk: bool,
+            need_dv: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = _backward(q, k, v, grad_out, lse, inv_n, scale, softmax_scale, (need_dq, need_dk, need_dv))
+    return tc.grads_or_empty(grads, (q, k, v))
+
+
+@_bwd_op.register_fake
+def _(grad_out, q, k, v, lse, inv_n, scale, softmax_scale, need_dq, need_dk, need_dv):
+    return tc.fake_grads((q, k, v), (need_dq, need_dk, need_dv))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, ctx.scale, ctx.softmax_scale = inputs
+    ctx.save_for_backward(q, k, v, *output[1:])   # inputs and O(N*HW) / O(N*L) statistics
+
+
+def _backward_of_fwd_op(ctx, grad_out, _grad_lse, _grad_inv_n):
+    needs = ctx.needs_input_grad[:3]
+    grads = _bwd_op(grad_out, *ctx.saved_tensors, ctx.scale, ctx.softmax_scale, *needs)
+    return (*tc.needed(grads, needs), None, None)
+
+
+_fwd_op.register_autograd(_backward_of_fwd_op, setup_context=_setup_context)
 
 
 def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
@@ -597,15 +618,8 @@ def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
     dtype (fp32, fp16, bf16), fp32 accumulation, differentiable in q, k, v (any strides).
     Under autocast the inputs are cast to the autocast dtype first, like a matmul. Ck <= 256.
     """
-    q, k, v, autocast_on = tc.prepare_inputs("cross_scale_attention_triton", q, k, v)
-    scale = int(scale)
-    n, ck, H, W = q.shape
-    if n == 0 or v.shape[1] == 0 or H == 0 or W == 0:
-        return _EmptyFn.apply(q, k, v, scale)
-    if not 1 <= ck <= 256:
-        raise ValueError(f"cross_scale_attention_triton: q and k need 1 to 256 channels, got {ck}; "
+    q, k, v = tc.prepare_inputs("cross_scale_attention_triton", q, k, v)
+    if not 1 <= q.shape[1] <= 256:
+        raise ValueError(f"cross_scale_attention_triton: q and k need 1 to 256 channels, got {q.shape[1]}; "
                          "use backend=\"torch\"")
-    if autocast_on:
-        with torch.autocast(q.device.type, enabled=False):
-            return _CrossScaleAttentionFn.apply(q, k, v, scale, float(softmax_scale))
-    return _CrossScaleAttentionFn.apply(q, k, v, scale, float(softmax_scale))
+    return _fwd_op(q, k, v, int(scale), float(softmax_scale))[0]

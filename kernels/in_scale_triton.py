@@ -420,26 +420,51 @@ def _in_scale_backward(q, k, v, out, lse, do, need_dq=True, need_dkdv=True):
     return dq, dk, dv
 
 
-class _InScaleAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v):
-        """q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W]."""
-        n, _, h, w = q.shape
-        qf, kf, vf = q.flatten(2), k.flatten(2), v.flatten(2)
-        out, lse = _in_scale_forward(qf, kf, vf)
-        ctx.save_for_backward(qf, kf, vf, out, lse)
-        ctx.shapes = (q.shape, k.shape, v.shape)
-        return out.view(n, v.shape[1], h, w)
+# --------------------------------------------------------------------------- custom ops
+# torch.library ops, so that torch.compile calls the kernels as opaque ops (no graph break).
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        qf, kf, vf, out, lse = ctx.saved_tensors
-        do = grad_out.to(out.dtype).flatten(2)
-        need_dq, need_dk, need_dv = ctx.needs_input_grad[:3]
-        grads = _in_scale_backward(qf, kf, vf, out, lse, do, need_dq, need_dk or need_dv)
-        return tuple(None if g is None or not need else g.view(shape)
-                     for g, need, shape in zip(grads, (need_dq, need_dk, need_dv), ctx.shapes))
+@torch.library.custom_op("csnln::in_scale_attention_fwd", mutates_args=())
+@tc.without_autocast
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k [N, Ck, H, W], v [N, Cv, H, W] -> out [N, Cv, H, W], lse [N, H*W] (fp32)."""
+    n, _, h, w = q.shape
+    out, lse = _in_scale_forward(q.flatten(2), k.flatten(2), v.flatten(2))
+    return out.view(n, v.shape[1], h, w), lse
+
+
+@_fwd_op.register_fake
+def _(q, k, v):
+    n, _, h, w = q.shape
+    return v.new_empty(n, v.shape[1], h, w), q.new_empty(n, h * w, dtype=torch.float32)
+
+
+@torch.library.custom_op("csnln::in_scale_attention_bwd", mutates_args=())
+@tc.without_autocast
+def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+            lse: torch.Tensor, need_dq: bool, need_dk: bool,
+            need_dv: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = _in_scale_backward(q.flatten(2), k.flatten(2), v.flatten(2), out.flatten(2), lse,
+                               grad_out.to(out.dtype).flatten(2), need_dq, need_dk or need_dv)
+    grads = [None if g is None or not need else g.view(x.shape)
+             for g, need, x in zip(grads, (need_dq, need_dk, need_dv), (q, k, v))]
+    return tc.grads_or_empty(grads, (q, k, v))
+
+
+@_bwd_op.register_fake
+def _(grad_out, q, k, v, out, lse, need_dq, need_dk, need_dv):
+    return tc.fake_grads((q, k, v), (need_dq, need_dk, need_dv))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)   # q, k, v, out and the row log-sum-exp
+
+
+def _backward_of_fwd_op(ctx, grad_out, _grad_lse):
+    needs = ctx.needs_input_grad[:3]
+    return tc.needed(_bwd_op(grad_out, *ctx.saved_tensors, *needs), needs)
+
+
+_fwd_op.register_autograd(_backward_of_fwd_op, setup_context=_setup_context)
 
 
 def in_scale_attention_triton(q, k, v):
@@ -448,8 +473,8 @@ def in_scale_attention_triton(q, k, v):
     Differentiable in q, k, v. Under autocast the inputs are cast to the autocast
     dtype first, like a matmul. fp32, fp16 and bf16; Ck, Cv up to 256.
     """
-    q, k, v, _ = tc.prepare_inputs("in_scale_attention_triton", q, k, v)
+    q, k, v = tc.prepare_inputs("in_scale_attention_triton", q, k, v)
     if max(q.shape[1], v.shape[1]) > _MAX_CHANNELS:
         raise ValueError(f"in_scale_attention_triton: channels Ck={q.shape[1]}, Cv={v.shape[1]} "
                          f"exceed {_MAX_CHANNELS}; use backend=\"torch\"")
-    return _InScaleAttention.apply(q, k, v)
+    return _fwd_op(q, k, v)[0]

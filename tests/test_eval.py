@@ -271,3 +271,20 @@ def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt, ca
     assert capsys.readouterr().err == f"eval.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
     result = run_cli(*base, "--attention_backend", "triton", TRITON_INTERPRET="0")  # the tests' own process interprets
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Triton kernels need CUDA" in result.stderr
+
+
+def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt):
+    """--compile true runs the network through torch.compile (inductor) and writes the same image."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "in"
+    src.mkdir()
+    imageio.imwrite(src / "a.png", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    images = {}
+    for flag in ("false", "true"):
+        dst = tmp_path / flag
+        assert eval_cli.main(["--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(dst), "--device", "cpu",
+                              "--compile", flag]) == 0
+        images[flag] = imageio.imread(dst / "a_x2.png").astype(int)
+    # the same kernels, fp32 sums possibly reordered: at most a rounding step apart
+    assert np.abs(images["true"] - images["false"]).max() <= 1
+    assert (images["true"] == images["false"]).mean() > 0.99
