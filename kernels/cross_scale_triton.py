@@ -22,7 +22,8 @@ run in bands [y0, y1) over groups of images; a band keeps, in global memory (L2 
 R on rows y0-2 .. y1+1, P on rows y0-1 .. y1 and P~ on rows y0 .. y1-1 (forward), plus E on
 rows y0-1 .. y1, dSn on y0 .. y1-1 and dR on y0-1 .. y1 (backward), clipped to the image
 (R, P, E, dSn fp32; P~ and dR in the input dtype, the operand type of their products). Bands
-are sized so that these buffers stay under FWD_BAND_BYTES / BWD_BAND_BYTES: whole images in
+are sized so that these buffers stay under FWD_BAND_BYTES (inference) / BWD_BAND_BYTES (a
+forward that autograd records, and the backward): whole images in
 groups when they fit, else the most rows that fit, at least one. dq, dk, dVs accumulate over
 bands in fp32; rows y0-1 and y1 of a band's dq overlap its neighbours' and are added, the
 bands running one after the other.
@@ -58,8 +59,8 @@ from . import _triton_common as tc
 from ._triton_common import cast, mma
 from .cross_scale_torch import KEY_NORM_FLOOR
 
-FWD_BAND_BYTES = 48 << 20   # forward buffers of a band (R, P): 1 x 192 x 192 stays under 64 MB
-BWD_BAND_BYTES = 256 << 20  # backward buffers (R, P, E, dSn): whole training batches fit
+FWD_BAND_BYTES = 48 << 20   # inference buffers of a band (R, P, P~): 1 x 192 x 192 stays under 64 MB
+BWD_BAND_BYTES = 256 << 20  # training buffers (forward; backward R, P, E, dSn, P~, dR): whole batches fit
 _INT32_LIMIT = 2 ** 31 - 1
 # Sizes and strides are not specialised: no recompilation per image size.
 _SIZE_ARGS = ["row0", "nrows", "src_row0", "src_nrows", "r_row0", "r_nrows", "p_row0", "p_nrows", "y0", "ncore",
@@ -430,9 +431,9 @@ def _bands(n, H, W, L, budget, per_row, fixed):
     return images, [(y, min(H, y + rows)) for y in range(0, H, rows)]
 
 
-def _fwd_bands(n, H, W, L, esize):
+def _fwd_bands(n, H, W, L, esize, training=False):
     """Forward buffers: R fp32 (r+4 rows), P fp32 (r+2), P~ (r, input dtype)."""
-    return _bands(n, H, W, L, FWD_BAND_BYTES, 8 + esize, 24)
+    return _bands(n, H, W, L, BWD_BAND_BYTES if training else FWD_BAND_BYTES, 8 + esize, 24)
 
 
 def _bwd_bands(n, H, W, L, esize):
@@ -473,7 +474,7 @@ def _spread(src, src_rows, rows, W, h, w, dtype, meta):
     return out
 
 
-def _forward(q, k, v, s, a):
+def _forward(q, k, v, s, a, training):
     """-> out [N, Cv, sH, sW] (v's dtype), lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
     n, _, H, W = q.shape
     h, w, C = H // s, W // s, v.shape[1] * s * s
@@ -484,7 +485,7 @@ def _forward(q, k, v, s, a):
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
     meta = dict(IDX64=_needs_int64(q, k, v, out), EMU_BF16=tc.emulate_bf16(q.dtype))
-    images, rows = _fwd_bands(n, H, W, h * w, q.element_size())
+    images, rows = _fwd_bands(n, H, W, h * w, q.element_size(), training)
     with tc.device_guard(q):
         for i0, i1 in images:
             qi, ki, vi, oi, li, ni = (t[i0:i1] for t in (q, k, v, out, lse, inv_n))
@@ -570,14 +571,14 @@ def _key_norm_backward(k, dk_direct, csum, inv_n):
 
 @torch.library.custom_op("csnln::cross_scale_attention_fwd", mutates_args=())
 @tc.without_autocast
-def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int,
-            softmax_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int, softmax_scale: float,
+            training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> out [N, Cv, sH, sW], lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
-    return _forward(q, k, v, scale, softmax_scale)
+    return _forward(q, k, v, scale, softmax_scale, training)
 
 
 @_fwd_op.register_fake
-def _(q, k, v, scale, softmax_scale):
+def _(q, k, v, scale, softmax_scale, training):
     n, _, H, W = q.shape
     return (v.new_empty(n, v.shape[1], H * scale, W * scale), q.new_empty(n, H * W, dtype=torch.float32),
             q.new_empty(n, (H // scale) * (W // scale), dtype=torch.float32))
@@ -598,14 +599,14 @@ def _(grad_out, q, k, v, lse, inv_n, scale, softmax_scale, need_dq, need_dk, nee
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, ctx.scale, ctx.softmax_scale = inputs
+    q, k, v, ctx.scale, ctx.softmax_scale, _ = inputs
     ctx.save_for_backward(q, k, v, *output[1:])   # inputs and O(N*HW) / O(N*L) statistics
 
 
 def _backward_of_fwd_op(ctx, grad_out, _grad_lse, _grad_inv_n):
     needs = ctx.needs_input_grad[:3]
     grads = _bwd_op(grad_out, *ctx.saved_tensors, ctx.scale, ctx.softmax_scale, *needs)
-    return (*tc.needed(grads, needs), None, None)
+    return (*tc.needed(grads, needs), None, None, None)
 
 
 _fwd_op.register_autograd(_backward_of_fwd_op, setup_context=_setup_context)
@@ -622,4 +623,5 @@ def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
     if not 1 <= q.shape[1] <= 256:
         raise ValueError(f"cross_scale_attention_triton: q and k need 1 to 256 channels, got {q.shape[1]}; "
                          "use backend=\"torch\"")
-    return _fwd_op(q, k, v, int(scale), float(softmax_scale))[0]
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    return _fwd_op(q, k, v, int(scale), float(softmax_scale), training)[0]

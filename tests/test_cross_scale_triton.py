@@ -109,22 +109,28 @@ def _budget(rows, per_row_and_fixed, W, L):
     return (per_row * rows + fixed) * W * L
 
 
-# (n, H, W, s, forward rows, backward rows): 1-row bands; bands that do not divide H (first and
-# last band differ); 2 rows, where every band's halo reaches into both neighbours.
-BAND_CASES = [(2, 7, 4, 1, 1, 1), (1, 10, 6, 2, 3, 4), (1, 9, 6, 3, 2, 2)]
+# (n, H, W, s, inference rows, training rows): 1-row bands; bands that do not divide H (first
+# and last band differ); 2 rows, where every band's halo reaches into both neighbours.
+BAND_CASES = [(2, 7, 4, 1, 1, 1), (1, 10, 6, 2, 3, 4), (1, 9, 6, 3, 2, 2), (1, 8, 4, 2, 5, 3)]
 
 
-@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "n{}_{}x{}_s{}_fwd{}_bwd{}".format(*c))
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "n{}_{}x{}_s{}_inference{}_training{}".format(*c))
 def test_bands_of_query_rows(monkeypatch, case):
+    """Inference (no autograd) bands by FWD_BAND_BYTES, training forward and backward by
+    BWD_BAND_BYTES."""
     n, H, W, s, fwd_rows, bwd_rows = case
     L = (H // s) * (W // s)
     monkeypatch.setattr(cst, "FWD_BAND_BYTES", _budget(fwd_rows, FWD_BYTES, W, L))
     monkeypatch.setattr(cst, "BWD_BAND_BYTES", _budget(bwd_rows, BWD_BYTES, W, L))
-    for bands_of, rows in ((cst._fwd_bands, fwd_rows), (cst._bwd_bands, bwd_rows)):
-        images, bands = bands_of(n, H, W, L, 4)
+    for (images, bands), rows in ((cst._fwd_bands(n, H, W, L, 4), fwd_rows),
+                                  (cst._bwd_bands(n, H, W, L, 4), bwd_rows)):
         assert len(images) == n and bands[0] == (0, rows) and bands[-1][1] == H
+    assert len(cst._fwd_bands(n, H, W, L, 4, training=True)[1]) > 1      # the training forward is banded too
     q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="strided", keys="mixed")
     _check_fp32(case, q, k, v, g, s)
+    with torch.no_grad():
+        out = kernels.cross_scale_attention(q, k, v, s, backend="triton")
+    assert rel_err(out, _reference(q, k, v, g, s)[0]) <= FP32_TOL
 
 
 def test_image_groups(monkeypatch):
