@@ -116,16 +116,21 @@ def test_network_equals_plain_network(scale, depth):
     assert_same(output_and_grads(model, model, x), output_and_grads(lambda t: plain_csnln(model, t), model, x))
 
 
-def calls(modules, run):
-    """Forward calls of each of `modules` (real hooks) while run() executes."""
-    counts = [0] * len(modules)
-    handles = [m.register_forward_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+def with_hooks(modules, hook, run):
+    """run() with hook(index, output) as a forward hook on each of `modules` (real hooks)."""
+    handles = [m.register_forward_hook(lambda module, inputs, output, i=i: hook(i, output))
                for i, m in enumerate(modules)]
     try:
         run()
     finally:
         for handle in handles:
             handle.remove()
+
+
+def calls(modules, run):
+    """Forward calls of each of `modules` while run() executes."""
+    counts = [0] * len(modules)
+    with_hooks(modules, lambda i, output: counts.__setitem__(i, counts[i] + 1), run)
     return counts
 
 
@@ -166,33 +171,43 @@ def outputs_not_channels_last(model, run):
     """Names of the modules whose output tensors are not channels-last while run() executes.
     The attention modules are left out (their output layout is the operator's choice); their
     embeddings, the operators' inputs, are not."""
+    named = [(name, m) for name, m in model.named_modules()
+             if not isinstance(m, (NonLocalAttention, CrossScaleAttention))]
     found = []
 
-    def check(name):
-        def hook(module, inputs, output):
-            tensors = output if isinstance(output, tuple) else (output,)
-            if any(t is not None and not t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
-                found.append(name)
-        return hook
+    def check(i, output):
+        tensors = output if isinstance(output, tuple) else (output,)
+        if any(t is not None and not t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
+            found.append(named[i][0])
 
-    handles = [m.register_forward_hook(check(name)) for name, m in model.named_modules()
-               if not isinstance(m, (NonLocalAttention, CrossScaleAttention))]
-    try:
-        run()
-    finally:
-        for handle in handles:
-            handle.remove()
+    with_hooks([m for _, m in named], check, run)
     return found
 
 
+def record_operator_inputs(monkeypatch):
+    """Wrap both kernels operators so that each call appends (name, q, k, v) to the returned list
+    and then runs the real operator."""
+    seen = []
+    for name in ("in_scale_attention", "cross_scale_attention"):
+        def operator(q, k, v, *args, _name=name, _real=getattr(kernels, name), **kwargs):
+            seen.append((_name, q, k, v))
+            return _real(q, k, v, *args, **kwargs)
+        monkeypatch.setattr(kernels, name, operator)
+    return seen
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_channels_last_network_equals_contiguous(scale):
+def test_channels_last_network_equals_contiguous(scale, monkeypatch):
     model = network(scale, depth=2)
     x = torch.rand(2, 3, *SIZES[scale], dtype=torch.float64)
     expected = output_and_grads(model, model, x)
     model.to(memory_format=torch.channels_last)
     x = to_channels_last(x)
+    operator_inputs = record_operator_inputs(monkeypatch)
     assert outputs_not_channels_last(model, lambda: model(x)) == []
+    assert len(operator_inputs) == 2 * 2 * (2 if scale == 4 else 1)
+    for name, *tensors in operator_inputs:  # the embeddings reach the operators without a copy
+        assert all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors), name
     result = output_and_grads(model, model, x)
     assert result[0].is_contiguous(memory_format=torch.channels_last)
     assert result[1].is_contiguous(memory_format=torch.channels_last)
@@ -200,10 +215,11 @@ def test_channels_last_network_equals_contiguous(scale):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
-def test_channels_last_network_on_the_triton_kernels():
+def test_channels_last_network_on_the_triton_kernels(monkeypatch):
     """The Triton kernels read channels-last embeddings through their strides (on the CPU under
     the interpreter, TRITON_INTERPRET=1 from tests/conftest.py): fp32 against the float64 plain network."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convolutions on a GPU too
     model = network(2, depth=2)
     x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
     expected = output_and_grads(lambda t: plain_csnln(model, t), model, x)
