@@ -28,60 +28,52 @@ def _kernel(flop=0.0, hbm=0.0, l2=0.0):
     return max(flop / MMA_RATE, hbm / HBM_BPS + l2 / L2_BPS)
 
 
-def forward_seconds(n, H, W, s, training):
-    h, w = H // s, W // s
-    L, C = h * w, CV * s * s
-    images, rows = cst._fwd_bands(n, H, W, L, E, training)
-    total, launches = 0.0, 0
+def _bands(plan, H, W, L):
+    """For each band of a (image groups, row bands) plan: the rows of R, of P and of the band
+    itself, and the elements of one row of a buffer."""
+    images, rows = plan
     for i0, i1 in images:
-        g = i1 - i0
         for y0, y1 in rows:
             r_rows, p_rows = cst._halo(y0, y1, H, 2), cst._halo(y0, y1, H, 1)
-            rr, pr, cr = (b - a for a, b in (r_rows, p_rows, (y0, y1)))
-            unit = g * W * L                                        # elements of one row of a buffer
-            total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
-            total += _kernel(hbm=4 * pr * unit, l2=2 * 3 * 4 * pr * unit)             # probs: 2 passes
-            total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
-            total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # out
-            launches += 4
-    return total + launches * LAUNCH_S, launches, rows
+            yield (*(b - a for a, b in (r_rows, p_rows, (y0, y1))), (i1 - i0) * W * L)
+
+
+def forward_seconds(n, H, W, s, training):
+    L, C = (H // s) * (W // s), CV * s * s
+    plan = cst._fwd_bands(n, H, W, L, E, training)
+    total, launches = 0.0, 0
+    for rr, pr, cr, unit in _bands(plan, H, W, L):
+        total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
+        total += _kernel(hbm=4 * pr * unit, l2=2 * 3 * 4 * pr * unit)             # probs: 2 passes
+        total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
+        total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # out
+        launches += 4
+    return total + launches * LAUNCH_S, launches, plan[1]
 
 
 def backward_seconds(n, H, W, s):
-    h, w = H // s, W // s
-    L, C = h * w, CV * s * s
-    images, rows = cst._bwd_bands(n, H, W, L, E)
+    L, C = (H // s) * (W // s), CV * s * s
     total, launches = 0.0, 0
-    for i0, i1 in images:
-        g = i1 - i0
-        for y0, y1 in rows:
-            r_rows, p_rows = cst._halo(y0, y1, H, 2), cst._halo(y0, y1, H, 1)
-            rr, pr, cr = (b - a for a, b in (r_rows, p_rows, (y0, y1)))
-            unit = g * W * L
-            total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
-            total += _kernel(hbm=4 * pr * unit, l2=3 * 4 * pr * unit)                 # probs: 1 pass
-            total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
-            total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # dv
-            total += _kernel(flop=2 * pr * unit * C, hbm=4 * pr * unit)               # gram -> E
-            total += _kernel(hbm=4 * cr * unit * 3, l2=2 * 3 * 4 * cr * unit)         # ds: 2 passes
-            total += _kernel(hbm=E * pr * unit, l2=3 * 4 * pr * unit)                 # spread -> dR
-            total += _kernel(flop=2 * pr * unit * CK, hbm=E * pr * unit)              # dq
-            total += _kernel(flop=2 * pr * unit * CK, hbm=(E * pr + 4 * cr) * unit,
-                             l2=3 * 4 * cr * unit)                                    # dk + S_raw
-            launches += 9
+    for rr, pr, cr, unit in _bands(cst._bwd_bands(n, H, W, L, E), H, W, L):
+        total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
+        total += _kernel(hbm=4 * pr * unit, l2=3 * 4 * pr * unit)                 # probs: 1 pass
+        total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
+        total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # dv
+        total += _kernel(flop=2 * pr * unit * C, hbm=4 * pr * unit)               # gram -> E
+        total += _kernel(hbm=4 * cr * unit * 3, l2=2 * 3 * 4 * cr * unit)         # ds: 2 passes
+        total += _kernel(hbm=E * pr * unit, l2=3 * 4 * pr * unit)                 # spread -> dR
+        total += _kernel(flop=2 * pr * unit * CK, hbm=E * pr * unit)              # dq
+        total += _kernel(flop=2 * pr * unit * CK, hbm=(E * pr + 4 * cr) * unit,
+                         l2=3 * 4 * cr * unit)                                    # dk + S_raw
+        launches += 9
     return total + launches * LAUNCH_S, launches
 
 
 def extra_forward_bytes(n, H, W, s):
     """Peak band buffers of the forward (R and P live together, then P and P~), over the bands."""
     L = (H // s) * (W // s)
-    images, rows = cst._fwd_bands(n, H, W, L, E)
-    peak = 0
-    for i0, i1 in images:
-        for y0, y1 in rows:
-            rr, pr = (b - a for a, b in (cst._halo(y0, y1, H, 2), cst._halo(y0, y1, H, 1)))
-            peak = max(peak, (i1 - i0) * W * L * max(4 * (rr + pr), 4 * pr + E * (y1 - y0)))
-    return peak
+    return max(unit * max(4 * (rr + pr), 4 * pr + E * cr)
+               for rr, pr, cr, unit in _bands(cst._fwd_bands(n, H, W, L, E), H, W, L))
 
 
 def main():
