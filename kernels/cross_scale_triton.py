@@ -150,7 +150,7 @@ def _gram_kernel(a_ptr, b_ptr, out_ptr, sa_n, sa_c, sa_h, sa_w, sb_n, sb_c, sb_h
         bt = tl.load(b_pix + _chan(c, SB, sb_c, sb_h, sb_w)[:, None], mask=cm[:, None] & lm[None, :], other=0.0)
         acc = mma(tl.trans(at), bt, acc, EMU_BF16)
     i = (py - row0) * W + px
-    tl.store(out_ptr + n * (nrows * W * h * w) + i[:, None] * (h * w) + (ly * w + lx)[None, :],
+    tl.store(out_ptr + n * nrows * W * h * w + i[:, None] * (h * w) + (ly * w + lx)[None, :],
              acc * scale, mask=pm[:, None] & lm[None, :])
 
 
@@ -164,8 +164,8 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nr
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, p_row0, p_nrows, W, BLOCK_M, IDX64)
-    r_buf = r_ptr + n * (r_nrows * W * L)
-    lse_ptrs = lse_ptr + n * (H * W) + py * W + px
+    r_buf = r_ptr + n * r_nrows * W * L
+    lse_ptrs = lse_ptr + n * H * W + py * W + px
     if STATS:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -181,7 +181,7 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nr
         tl.store(lse_ptrs, lse, mask=pm)
     else:
         lse = tl.load(lse_ptrs, mask=pm, other=0.0)
-    p_buf = p_ptr + n * (p_nrows * W * L) + ((py - p_row0) * W + px)[:, None] * L
+    p_buf = p_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
         sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * qk_scale
@@ -200,9 +200,9 @@ def _spread_kernel(src_ptr, dst_ptr, src_row0, src_nrows, row0, nrows, W, h, w,
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
     ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
-    x = _stencil(src_ptr + n * (src_nrows * W * L), src_row0, src_nrows, py, px, pm, ly, lx, lm, W, h, w,
+    x = _stencil(src_ptr + n * src_nrows * W * L, src_row0, src_nrows, py, px, pm, ly, lx, lm, W, h, w,
                  SIGN, BLOCK_M, BLOCK_N)
-    off = n * (nrows * W * L) + ((py - row0) * W + px)[:, None] * L + (ly * w + lx)[None, :]
+    off = n * nrows * W * L + ((py - row0) * W + px)[:, None] * L + (ly * w + lx)[None, :]
     tl.store(dst_ptr + off, cast(x, dst_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
 
 
@@ -220,7 +220,7 @@ def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h
     if IDX64:
         c = c.to(tl.int64)
     cm = c < C
-    pt_rows = pt_ptr + n * (ncore * W * L) + ((py - y0) * W + px)[:, None] * L
+    pt_rows = pt_ptr + n * ncore * W * L + ((py - y0) * W + px)[:, None] * L
     v_chan = v_ptr + n * sv_n + _chan(c, SS, sv_c, sv_h, sv_w)[:, None]
     acc = tl.zeros([BLOCK_M, BLOCK_V], tl.float32)
     for l0 in range(0, L, BLOCK_N):
@@ -241,15 +241,15 @@ def _ds_kernel(p_ptr, e_ptr, invn_ptr, ds_ptr, p_row0, p_nrows, y0, ncore, W, h,
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, y0, ncore, W, BLOCK_M, IDX64)
-    e_buf = e_ptr + n * (p_nrows * W * L)
-    p_rows = p_ptr + n * (p_nrows * W * L) + ((py - p_row0) * W + px)[:, None] * L
+    e_buf = e_ptr + n * p_nrows * W * L
+    p_rows = p_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
     delta = tl.zeros([BLOCK_M], tl.float32)
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
         dp = _stencil(e_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.load(p_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         delta += tl.sum(p * dp, 1)
-    ds_rows = ds_ptr + n * (ncore * W * L) + ((py - y0) * W + px)[:, None] * L
+    ds_rows = ds_ptr + n * ncore * W * L + ((py - y0) * W + px)[:, None] * L
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
         dp = _stencil(e_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
@@ -269,7 +269,7 @@ def _dq_kernel(dr_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, p_row0, p_nrows,
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, p_row0, p_nrows, W, BLOCK_M, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
-    dr_rows = dr_ptr + n * (p_nrows * W * L) + ((py - p_row0) * W + px)[:, None] * L
+    dr_rows = dr_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
     k_chan = k_ptr + n * sk_n + (c * sk_c)[:, None]
     acc = tl.zeros([BLOCK_M, CKP], tl.float32)
     for l0 in range(0, L, BLOCK_N):
@@ -277,7 +277,7 @@ def _dq_kernel(dr_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, p_row0, p_nrows,
         dr = tl.load(dr_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         kt = tl.load(k_chan + (ly * sk_h + lx * sk_w)[None, :], mask=cm[:, None] & lm[None, :], other=0.0)
         acc = mma(dr, tl.trans(kt), acc, EMU_BF16)
-    ptrs = dq_ptr + n * (C * H * W) + (py * W + px)[:, None] + (c * (H * W))[None, :]
+    ptrs = dq_ptr + n * C * H * W + (py * W + px)[:, None] + (c * (H * W))[None, :]
     mask = pm[:, None] & cm[None, :]
     tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + acc, mask=mask)
 
@@ -294,9 +294,9 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
     ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
-    dr_buf = dr_ptr + n * (p_nrows * W * L)
-    ds_buf = ds_ptr + n * (ncore * W * L)
-    r_buf = r_ptr + n * (r_nrows * W * L)
+    dr_buf = dr_ptr + n * p_nrows * W * L
+    ds_buf = ds_ptr + n * ncore * W * L
+    r_buf = r_ptr + n * r_nrows * W * L
     q_chan = q_ptr + n * sq_n + (c * sq_c)[:, None]
     acc = tl.zeros([BLOCK_N, CKP], tl.float32)
     for i0 in range(0, p_nrows * W, BLOCK_M):
@@ -312,7 +312,7 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
                       mask=pm[:, None] & lm[None, :], other=0.0)
         sraw = _stencil(r_buf, r_row0, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         csum += tl.sum(dsn * sraw, 0)
-    ptrs = dk_ptr + n * (C * L) + (ly * w + lx)[:, None] + (c * L)[None, :]
+    ptrs = dk_ptr + n * C * L + (ly * w + lx)[:, None] + (c * L)[None, :]
     mask = lm[:, None] & cm[None, :]
     tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + acc, mask=mask)
     cs_ptrs = csum_ptr + n * L + ly * w + lx
@@ -332,7 +332,7 @@ def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
     if IDX64:
         c = c.to(tl.int64)
     cm = c < C
-    pt_buf = pt_ptr + n * (ncore * W * L)
+    pt_buf = pt_ptr + n * ncore * W * L
     g_chan = g_ptr + n * sg_n + _chan(c, SS, sg_c, sg_h, sg_w)[:, None]
     acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
     for i0 in range(0, ncore * W, BLOCK_M):
@@ -341,7 +341,7 @@ def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
                      mask=pm[:, None] & lm[None, :], other=0.0)
         gt = tl.load(g_chan + _pix(py, px, SS, sg_h, sg_w)[None, :], mask=cm[:, None] & pm[None, :], other=0.0)
         acc = mma(tl.trans(pt), tl.trans(gt), acc, EMU_BF16)
-    ptrs = dvs_ptr + n * (C * L) + (ly * w + lx)[:, None] + (c * L)[None, :]
+    ptrs = dvs_ptr + n * C * L + (ly * w + lx)[:, None] + (c * L)[None, :]
     mask = lm[:, None] & cm[None, :]
     tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + acc, mask=mask)
 
@@ -408,6 +408,12 @@ def _needs_int64(*tensors):
     always 64-bit). Each dim gets 256 extra indices for masked-off lanes past the edges."""
     return any(sum((d + 256) * abs(st) for d, st in zip(t.shape[1:], t.stride()[1:])) >= _INT32_LIMIT
                for t in tensors)
+
+
+def _band_needs_int64(rows, W, L):
+    """True when offsets within one image's band buffer (at most 4 halo rows more than a band)
+    may not fit in int32."""
+    return (max(y1 - y0 for y0, y1 in rows) + 4) * W * L >= _INT32_LIMIT
 
 
 def _key_norms(k):
@@ -484,8 +490,9 @@ def _forward(q, k, v, s, a, training):
     inv_n, _ = _key_norms(k)
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
-    meta = dict(IDX64=_needs_int64(q, k, v, out), EMU_BF16=tc.emulate_bf16(q.dtype))
     images, rows = _fwd_bands(n, H, W, h * w, q.element_size(), training)
+    meta = dict(IDX64=_needs_int64(q, k, v, out) or _band_needs_int64(rows, W, h * w),
+                EMU_BF16=tc.emulate_bf16(q.dtype))
     with tc.device_guard(q):
         for i0, i1 in images:
             qi, ki, vi, oi, li, ni = (t[i0:i1] for t in (q, k, v, out, lse, inv_n))
@@ -514,9 +521,9 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
     dk = torch.zeros(n, ck, L, dtype=torch.float32, device=q.device)
     csum = torch.zeros(n, L, dtype=torch.float32, device=q.device)
     dvs = torch.zeros(n, C, L, dtype=torch.float32, device=q.device)
-    meta = dict(IDX64=_needs_int64(q, k, v, g), EMU_BF16=tc.emulate_bf16(q.dtype))
-    ckp = max(16, triton.next_power_of_2(ck))
     images, rows = _bwd_bands(n, H, W, L, q.element_size())
+    meta = dict(IDX64=_needs_int64(q, k, v, g) or _band_needs_int64(rows, W, L), EMU_BF16=tc.emulate_bf16(q.dtype))
+    ckp = max(16, triton.next_power_of_2(ck))
     with tc.device_guard(q):
         for i0, i1 in images:
             gi = i1 - i0
