@@ -42,9 +42,9 @@ def forward_seconds(n, H, W, s, training):
     L, C = (H // s) * (W // s), CV * s * s
     plan = cst._fwd_bands(n, H, W, L, E, training)
     total, launches = 0.0, 0
-    for rr, pr, cr, unit in _bands(plan, H, W, L):
-        total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
-        total += _kernel(hbm=4 * pr * unit, l2=2 * 3 * 4 * pr * unit)             # probs: 2 passes
+    for _, _, cr, unit in _bands(plan, H, W, L):     # ring buffers: each band's new rows of R and P only
+        total += _kernel(flop=2 * cr * unit * CK, hbm=4 * cr * unit)              # gram -> R
+        total += _kernel(hbm=4 * cr * unit, l2=2 * 3 * 4 * cr * unit)             # probs: 2 passes
         total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
         total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # out
         launches += 4
@@ -70,10 +70,9 @@ def backward_seconds(n, H, W, s):
 
 
 def extra_forward_bytes(n, H, W, s):
-    """Peak band buffers of the forward (R and P live together, then P and P~), over the bands."""
+    """Band buffers of the forward: the R and P rings and P~, over the bands."""
     L = (H // s) * (W // s)
-    return max(unit * max(4 * (rr + pr), 4 * pr + E * cr)
-               for rr, pr, cr, unit in _bands(cst._fwd_bands(n, H, W, L, E), H, W, L))
+    return max(unit * (4 * (rr + pr) + E * cr) for rr, pr, cr, unit in _bands(cst._fwd_bands(n, H, W, L, E), H, W, L))
 
 
 def main():

@@ -17,16 +17,18 @@ Backward, with Gs = pixel_unshuffle(dL/dout, s) [C, HW]:
     dVs = Gs P~ / 6    (pixel_shuffle -> dv)
 
 Every matmul (R, E, P~ Vs^T, dR k^T, dR^T q^T, P~^T Gs^T) is a tensor-core tile product with
-fp32 accumulation; every stencil is nine masked loads of a tile of a band buffer. Query rows
-run in bands [y0, y1) over groups of images; a band keeps, in global memory (L2 when small):
-R on rows y0-2 .. y1+1, P on rows y0-1 .. y1 and P~ on rows y0 .. y1-1 (forward), plus E on
-rows y0-1 .. y1, dSn on y0 .. y1-1 and dR on y0-1 .. y1 (backward), clipped to the image
-(R, P, E, dSn fp32; P~ and dR in the input dtype, the operand type of their products). Bands
-are sized so that these buffers stay under FWD_BAND_BYTES (inference) / BWD_BAND_BYTES (a
-forward that autograd records, and the backward): whole images in
-groups when they fit, else the most rows that fit, at least one. dq, dk, dVs accumulate over
-bands in fp32; rows y0-1 and y1 of a band's dq overlap its neighbours' and are added, the
-bands running one after the other.
+fp32 accumulation; every stencil is nine masked loads of a tile of a band buffer. A band buffer
+holds query rows of W*L elements, row y in slot y % capacity (_slots). Query rows run in bands
+[y0, y1) over groups of images. The forward runs the bands top to bottom through rings: R
+(capacity r+4 rows), P (r+2), so that each band computes only the rows of R (up to y1+1) and P
+(up to y1) that the band before it did not, then P~ on its own rows y0 .. y1-1. The backward
+gives each band its own buffers: R on rows y0-2 .. y1+1, P, E and dR on y0-1 .. y1, P~ and
+dSn on y0 .. y1-1 (clipped to the image). R, P, E, dSn are fp32; P~ and dR are in the input
+dtype, the operand type of their products. Bands are sized so that these buffers stay under
+FWD_BAND_BYTES (inference) or BWD_BAND_BYTES (a forward that autograd records, and the
+backward): whole images in groups when they fit, else the most rows that fit, at least one.
+dq, dk, dVs accumulate over bands in fp32; rows y0-1 and y1 of a band's dq overlap its
+neighbours' and are added, the bands running one after the other.
 
 Kernels, grid (tile, [tile,] image of the group):
   _gram_kernel    out[p, l] = scale sum_c A[c, p] B[c, l] for A, B the space-to-depth views
@@ -40,10 +42,10 @@ Kernels, grid (tile, [tile,] image of the group):
   _dk_kernel      dk += dR^T @ q^T, and sum_p dSn S_raw (S_raw: stencil of R) per key
   _dv_kernel      dVs += P~^T @ Gs^T, per channel slice
 
-Work (multiply-adds per query-key pair) for a band of r rows, with halo factors
+Work (multiply-adds per query-key pair); the backward's bands of r rows recompute halo rows,
 R_h = (r+4)/r and P_h = (r+2)/r (1 for whole images):
-  forward   Ck R_h + C                            (minimum Ck + C; <= 2x it whenever 3 Ck <= C)
-  backward  Ck R_h + C P_h + C + 2 Ck P_h          (minimum 3 Ck + 2 C)
+  forward   Ck + C                                 (the minimum: the rings compute no row twice)
+  backward  Ck R_h + C P_h + C + 2 Ck P_h          (minimum 3 Ck + 2 C; <= 2x it when r >= 2)
 e.g. Ck 64, Cv 128, s 2 (C = 512): forward 576, backward 1216 on whole images. The stencils
 add nine loads and adds per element of a buffer: forward 2 (S in two passes) + 1 (P~),
 backward 1 (S) + 1 (P~) + 2 (dP in two passes) + 1 (dR) + 1 (S_raw for the key norms).
@@ -63,8 +65,8 @@ FWD_BAND_BYTES = 48 << 20   # inference buffers of a band (R, P, P~): 1 x 192 x 
 BWD_BAND_BYTES = 256 << 20  # training buffers (forward; backward R, P, E, dSn, P~, dR): whole batches fit
 _INT32_LIMIT = 2 ** 31 - 1
 # Sizes and strides are not specialised: no recompilation per image size.
-_SIZE_ARGS = ["row0", "nrows", "src_row0", "src_nrows", "r_row0", "r_nrows", "p_row0", "p_nrows", "y0", "ncore",
-              "H", "W", "h", "w", "C"] + [f"s{t}_{d}" for t in "abqkvgo" for d in "nchw"]
+_SIZE_ARGS = ["row0", "nrows", "cap", "src_lo", "src_hi", "src_cap", "r_lo", "r_hi", "r_cap", "r_row0", "r_nrows",
+              "p_row0", "p_nrows", "p_cap", "y0", "ncore", "H", "W", "h", "w", "C"] + [f"s{t}_{d}" for t in "abqkvgo" for d in "nchw"]
 
 
 def _jit_sizes(fn):
@@ -108,23 +110,30 @@ def _keys(start, h, w, BLOCK: tl.constexpr, IDX64: tl.constexpr):
 
 
 @triton.jit
-def _stencil(buf, row0, nrows, py, px, pm, ly, lx, lm, W, h, w,
+def _slots(buf, rows, cols, cap, W, L):
+    """Row pointers [BLOCK] of pixels (rows, cols) in a band buffer of `cap` query rows of W*L
+    elements each: query row y lives in slot y % cap (a ring when bands reuse it)."""
+    return buf + ((rows % cap) * W + cols)[:, None] * L
+
+
+@triton.jit
+def _stencil(buf, lo, hi, cap, py, px, pm, ly, lx, lm, W, h, w,
              SIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """sum_t X[(py, px) + SIGN d_t, (ly, lx) + SIGN d_t] as an fp32 [BLOCK_M, BLOCK_N] tile,
-    X an fp32 band buffer [nrows * W, h * w] holding query rows row0 .. row0+nrows-1; terms
-    outside those rows, the W columns or the h x w key grid are zero."""
+    """sum_t X[(py, px) + SIGN d_t, (ly, lx) + SIGN d_t] as an fp32 [BLOCK_M, BLOCK_N] tile, X an
+    fp32 band buffer (see _slots) holding query rows lo .. hi-1; terms outside those rows, the
+    W columns or the h x w key grid are zero."""
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for t in range(9):  # a runtime loop: unrolled, the nine tile loads would all be live at once
         dy = SIGN * (t // 3 - 1)
         dx = SIGN * (t % 3 - 1)
-        ry = py + dy - row0
+        ry = py + dy
         rx = px + dx
         ky = ly + dy
         kx = lx + dx
-        mp = pm & (ry >= 0) & (ry < nrows) & (rx >= 0) & (rx < W)
+        mp = pm & (ry >= lo) & (ry < hi) & (rx >= 0) & (rx < W)
         mk = lm & (ky >= 0) & (ky < h) & (kx >= 0) & (kx < w)
-        off = (ry * W + rx)[:, None] * (h * w) + (ky * w + kx)[None, :]
-        acc += tl.load(buf + off, mask=mp[:, None] & mk[None, :], other=0.0)
+        acc += tl.load(_slots(buf, ry, rx, cap, W, h * w) + (ky * w + kx)[None, :],
+                       mask=mp[:, None] & mk[None, :], other=0.0)
     return acc
 
 
@@ -132,12 +141,13 @@ def _stencil(buf, row0, nrows, py, px, pm, ly, lx, lm, W, h, w,
 
 @_jit_sizes
 def _gram_kernel(a_ptr, b_ptr, out_ptr, sa_n, sa_c, sa_h, sa_w, sb_n, sb_c, sb_h, sb_w,
-                 row0, nrows, W, h, w, C, scale,
+                 row0, nrows, cap, W, h, w, C, scale,
                  SA: tl.constexpr, SB: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """out [G, nrows*W, L] fp32 = scale * A^T B; A [C, H, W] (pixel rows row0 ..) and
-    B [C, h, w] are space-to-depth views (factors SA, SB) of the strided raw maps."""
+    """Query rows row0 .. row0+nrows-1 of the band buffer out [G, cap*W, L] (fp32) = scale A^T B;
+    A [C, H, W] and B [C, h, w] are space-to-depth views (factors SA, SB) of strided raw maps."""
     n = tl.program_id(2).to(tl.int64)
+    L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
     ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
     a_pix = a_ptr + n * sa_n + _pix(py, px, SA, sa_h, sa_w)[None, :]
@@ -149,22 +159,21 @@ def _gram_kernel(a_ptr, b_ptr, out_ptr, sa_n, sa_c, sa_h, sa_w, sb_n, sb_c, sb_h
         at = tl.load(a_pix + _chan(c, SA, sa_c, sa_h, sa_w)[:, None], mask=cm[:, None] & pm[None, :], other=0.0)
         bt = tl.load(b_pix + _chan(c, SB, sb_c, sb_h, sb_w)[:, None], mask=cm[:, None] & lm[None, :], other=0.0)
         acc = mma(tl.trans(at), bt, acc, EMU_BF16)
-    i = (py - row0) * W + px
-    tl.store(out_ptr + n * nrows * W * h * w + i[:, None] * (h * w) + (ly * w + lx)[None, :],
+    tl.store(_slots(out_ptr + n * cap * W * L, py, px, cap, W, L) + (ly * w + lx)[None, :],
              acc * scale, mask=pm[:, None] & lm[None, :])
 
 
 @_jit_sizes
-def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nrows,
+def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_lo, r_hi, r_cap, p_row0, p_nrows, p_cap,
                   H, W, h, w, qk_scale, STATS: tl.constexpr, IDX64: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """P [G, p_nrows*W, L] fp32 for query rows p_row0 .. from the Gram buffer R (rows r_row0 ..):
-    S = qk_scale inv_n[l] stencil(R) (base 2); STATS: lse [G, H*W] computed and stored first,
-    else read."""
+    """Query rows p_row0 .. of the band buffer P [G, p_cap*W, L] (fp32), from the Gram buffer R
+    [G, r_cap*W, L] holding rows r_lo .. r_hi-1: S = qk_scale inv_n[l] stencil(R) (base 2);
+    STATS: lse [G, H*W] computed and stored first, else read."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, p_row0, p_nrows, W, BLOCK_M, IDX64)
-    r_buf = r_ptr + n * r_nrows * W * L
+    r_buf = r_ptr + n * r_cap * W * L
     lse_ptrs = lse_ptr + n * H * W + py * W + px
     if STATS:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -172,7 +181,7 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nr
         for l0 in range(0, L, BLOCK_N):
             ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
             sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * qk_scale
-            s = _stencil(r_buf, r_row0, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+            s = _stencil(r_buf, r_lo, r_hi, r_cap, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
             s = tl.where(lm[None, :], s * sc[None, :], float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
@@ -181,29 +190,29 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_row0, r_nrows, p_row0, p_nr
         tl.store(lse_ptrs, lse, mask=pm)
     else:
         lse = tl.load(lse_ptrs, mask=pm, other=0.0)
-    p_buf = p_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
+    p_rows = _slots(p_ptr + n * p_cap * W * L, py, px, p_cap, W, L)
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
         sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * qk_scale
-        s = _stencil(r_buf, r_row0, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+        s = _stencil(r_buf, r_lo, r_hi, r_cap, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.exp2(s * sc[None, :] - lse[:, None])
-        tl.store(p_buf + (ly * w + lx)[None, :], p, mask=pm[:, None] & lm[None, :])
+        tl.store(p_rows + (ly * w + lx)[None, :], p, mask=pm[:, None] & lm[None, :])
 
 
 @_jit_sizes
-def _spread_kernel(src_ptr, dst_ptr, src_row0, src_nrows, row0, nrows, W, h, w,
+def _spread_kernel(src_ptr, dst_ptr, src_lo, src_hi, src_cap, row0, nrows, W, h, w,
                    SIGN: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dst [G, nrows*W, L] (its dtype) = stencil(src) on query rows row0 ..; src fp32
-    [G, src_nrows*W, L] on rows src_row0 .. (P~ from P, dR from dSn: SIGN = -1)."""
+    """dst [G, nrows*W, L] (its dtype) for query rows row0 .. = stencil(src), src an fp32 band
+    buffer [G, src_cap*W, L] holding rows src_lo .. src_hi-1 (P~ from P, dR from dSn: SIGN -1)."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
     ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
-    x = _stencil(src_ptr + n * src_nrows * W * L, src_row0, src_nrows, py, px, pm, ly, lx, lm, W, h, w,
+    x = _stencil(src_ptr + n * src_cap * W * L, src_lo, src_hi, src_cap, py, px, pm, ly, lx, lm, W, h, w,
                  SIGN, BLOCK_M, BLOCK_N)
-    off = n * nrows * W * L + ((py - row0) * W + px)[:, None] * L + (ly * w + lx)[None, :]
-    tl.store(dst_ptr + off, cast(x, dst_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
+    tl.store(_slots(dst_ptr + n * nrows * W * L, py, px, nrows, W, L) + (ly * w + lx)[None, :],
+             cast(x, dst_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
 
 
 @_jit_sizes
@@ -212,7 +221,7 @@ def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h
                 SS: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
     """out rows y0 .. y0+ncore-1 (space-to-depth channels of one slice) = P~ Vs^T / 6, P~ the
-    [G, ncore*W, L] buffer in the input dtype."""
+    band buffer [G, ncore*W, L] in the input dtype."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, y0, ncore, W, BLOCK_M, IDX64)
@@ -220,7 +229,7 @@ def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h
     if IDX64:
         c = c.to(tl.int64)
     cm = c < C
-    pt_rows = pt_ptr + n * ncore * W * L + ((py - y0) * W + px)[:, None] * L
+    pt_rows = _slots(pt_ptr + n * ncore * W * L, py, px, ncore, W, L)
     v_chan = v_ptr + n * sv_n + _chan(c, SS, sv_c, sv_h, sv_w)[:, None]
     acc = tl.zeros([BLOCK_M, BLOCK_V], tl.float32)
     for l0 in range(0, L, BLOCK_N):
@@ -236,23 +245,24 @@ def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h
 @_jit_sizes
 def _ds_kernel(p_ptr, e_ptr, invn_ptr, ds_ptr, p_row0, p_nrows, y0, ncore, W, h, w, softmax_scale,
                IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dSn [G, ncore*W, L] fp32 for rows y0 ..: dP = stencil(E) (E on P's rows), delta = rowsum(P dP),
-    dSn = softmax_scale inv_n (P (dP - delta))."""
+    """dSn [G, ncore*W, L] fp32 for rows y0 ..: dP = stencil(E), delta = rowsum(P dP),
+    dSn = softmax_scale inv_n (P (dP - delta)); P and E are band buffers of rows p_row0 .."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, y0, ncore, W, BLOCK_M, IDX64)
     e_buf = e_ptr + n * p_nrows * W * L
-    p_rows = p_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
+    p_rows = _slots(p_ptr + n * p_nrows * W * L, py, px, p_nrows, W, L)
+    p_hi = p_row0 + p_nrows
     delta = tl.zeros([BLOCK_M], tl.float32)
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
-        dp = _stencil(e_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+        dp = _stencil(e_buf, p_row0, p_hi, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.load(p_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         delta += tl.sum(p * dp, 1)
-    ds_rows = ds_ptr + n * ncore * W * L + ((py - y0) * W + px)[:, None] * L
+    ds_rows = _slots(ds_ptr + n * ncore * W * L, py, px, ncore, W, L)
     for l0 in range(0, L, BLOCK_N):
         ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
-        dp = _stencil(e_buf, p_row0, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+        dp = _stencil(e_buf, p_row0, p_hi, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.load(p_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * softmax_scale
         tl.store(ds_rows + (ly * w + lx)[None, :], p * (dp - delta[:, None]) * sc[None, :],
@@ -263,13 +273,13 @@ def _ds_kernel(p_ptr, e_ptr, invn_ptr, ds_ptr, p_row0, p_nrows, y0, ncore, W, h,
 def _dq_kernel(dr_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, p_row0, p_nrows,
                H, W, h, w, C, CKP: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dq [G, C, H*W] fp32 += dR k^T on rows p_row0 .. (dR: [G, p_nrows*W, L], input dtype)."""
+    """dq [G, C, H*W] fp32 += dR k^T on rows p_row0 .. (dR: band buffer [G, p_nrows*W, L], input dtype)."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, p_row0, p_nrows, W, BLOCK_M, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
-    dr_rows = dr_ptr + n * p_nrows * W * L + ((py - p_row0) * W + px)[:, None] * L
+    dr_rows = _slots(dr_ptr + n * p_nrows * W * L, py, px, p_nrows, W, L)
     k_chan = k_ptr + n * sk_n + (c * sk_c)[:, None]
     acc = tl.zeros([BLOCK_M, CKP], tl.float32)
     for l0 in range(0, L, BLOCK_N):
@@ -287,8 +297,8 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
                y0, ncore, r_row0, r_nrows, p_row0, p_nrows, W, h, w, C,
                CKP: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dk [G, C, L] fp32 += (dR^T q^T)^T over rows p_row0 .. (dR: [G, p_nrows*W, L], input
-    dtype); csum [G, L] += sum_p dSn S_raw over rows y0 .. (S_raw: stencil of the Gram buffer)."""
+    """dk [G, C, L] fp32 += (dR^T q^T)^T over rows p_row0 .. (dR: band buffer, input dtype);
+    csum [G, L] += sum_p dSn S_raw over rows y0 .. (S_raw: stencil of the Gram buffer R)."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
     ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
@@ -301,16 +311,17 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
     acc = tl.zeros([BLOCK_N, CKP], tl.float32)
     for i0 in range(0, p_nrows * W, BLOCK_M):
         py, px, pm = _pixels(i0, p_row0, p_nrows, W, BLOCK_M, IDX64)
-        dr = tl.load(dr_buf + ((py - p_row0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
+        dr = tl.load(_slots(dr_buf, py, px, p_nrows, W, L) + (ly * w + lx)[None, :],
                      mask=pm[:, None] & lm[None, :], other=0.0)
         qt = tl.load(q_chan + (py * sq_h + px * sq_w)[None, :], mask=cm[:, None] & pm[None, :], other=0.0)
         acc = mma(tl.trans(dr), tl.trans(qt), acc, EMU_BF16)
     csum = tl.zeros([BLOCK_N], tl.float32)
     for i0 in range(0, ncore * W, BLOCK_M):
         py, px, pm = _pixels(i0, y0, ncore, W, BLOCK_M, IDX64)
-        dsn = tl.load(ds_buf + ((py - y0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
+        dsn = tl.load(_slots(ds_buf, py, px, ncore, W, L) + (ly * w + lx)[None, :],
                       mask=pm[:, None] & lm[None, :], other=0.0)
-        sraw = _stencil(r_buf, r_row0, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
+        sraw = _stencil(r_buf, r_row0, r_row0 + r_nrows, r_nrows, py, px, pm, ly, lx, lm, W, h, w, 1,
+                        BLOCK_M, BLOCK_N)
         csum += tl.sum(dsn * sraw, 0)
     ptrs = dk_ptr + n * C * L + (ly * w + lx)[:, None] + (c * L)[None, :]
     mask = lm[:, None] & cm[None, :]
@@ -323,8 +334,8 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
 def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
                W, h, w, C, SS: tl.constexpr, IDX64: tl.constexpr, EMU_BF16: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
-    """dVs [G, C, L] fp32 += (P~^T Gs^T)^T over query rows y0 .. (P~: [G, ncore*W, L], input
-    dtype; Gs: space-to-depth of dL/dout)."""
+    """dVs [G, C, L] fp32 += (P~^T Gs^T)^T over query rows y0 .. (P~: band buffer [G, ncore*W, L],
+    input dtype; Gs: space-to-depth of dL/dout)."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
@@ -337,7 +348,7 @@ def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
     acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
     for i0 in range(0, ncore * W, BLOCK_M):
         py, px, pm = _pixels(i0, y0, ncore, W, BLOCK_M, IDX64)
-        pt = tl.load(pt_buf + ((py - y0) * W + px)[:, None] * L + (ly * w + lx)[None, :],
+        pt = tl.load(_slots(pt_buf, py, px, ncore, W, L) + (ly * w + lx)[None, :],
                      mask=pm[:, None] & lm[None, :], other=0.0)
         gt = tl.load(g_chan + _pix(py, px, SS, sg_h, sg_w)[None, :], mask=cm[:, None] & pm[None, :], other=0.0)
         acc = mma(tl.trans(pt), tl.trans(gt), acc, EMU_BF16)
@@ -380,7 +391,7 @@ _CONFIGS = {
            dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
     "dq": ([_c(4, 2, BLOCK_M=64, BLOCK_N=32), _c(8, 2, BLOCK_M=128, BLOCK_N=32)],
            dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    "dk": ([_c(8, 1, BLOCK_M=64, BLOCK_N=128), _c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=32, BLOCK_N=128)],
+    "dk": ([_c(8, 1, BLOCK_M=64, BLOCK_N=64), _c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(8, 1, BLOCK_M=32, BLOCK_N=128)],
            dict(BLOCK_M=16, BLOCK_N=32, num_warps=4)),
     "dv": ([_c(4, 1, BLOCK_M=64, BLOCK_N=64, BLOCK_V=64), _c(8, 2, BLOCK_M=64, BLOCK_N=128, BLOCK_V=128),
             _c(8, 2, BLOCK_M=32, BLOCK_N=64, BLOCK_V=256)],
@@ -451,58 +462,73 @@ def _halo(y0, y1, H, r):
     return max(0, y0 - r), min(H, y1 + r)
 
 
-def _gram(a, b, sa, sb, rows, W, h, w, scale, meta):
-    """fp32 [G, rows*W, L] = scale * (space-to-depth a)^T (space-to-depth b) on query rows `rows`."""
-    g, (r0, r1) = a.shape[0], rows
-    out = tc.new_buffer((g, (r1 - r0) * W, h * w), torch.float32, a.device)
+def _buffer(g, rows, W, L, dtype, device):
+    """A band buffer of `rows` query rows of W*L elements for each of g images (see _slots)."""
+    return tc.new_buffer((g, rows * W, L), dtype, device)
+
+
+def _gram(out, a, b, sa, sb, rows, W, h, w, scale, meta):
+    """Query rows `rows` of the fp32 band buffer `out` = scale (space-to-depth a)^T (space-to-depth b)."""
+    g, (r0, r1), cap = a.shape[0], rows, out.shape[1] // W
     _launch("gram", lambda m: (triton.cdiv((r1 - r0) * W, m["BLOCK_M"]), triton.cdiv(h * w, m["BLOCK_N"]), g),
-            a, b, out, *a.stride(), *b.stride(), r0, r1 - r0, W, h, w, b.shape[1] * sb * sb, float(scale),
+            a, b, out, *a.stride(), *b.stride(), r0, r1 - r0, cap, W, h, w, b.shape[1] * sb * sb, float(scale),
             SA=sa, SB=sb, **meta)
     return out
 
 
-def _probs(gram, r_rows, p_rows, inv_n, lse, W, h, w, qk_scale, stats, meta):
-    """fp32 P [G, rows*W, L] on query rows p_rows from the Gram buffer on r_rows."""
+def _probs(probs, gram, r_window, p_rows, inv_n, lse, W, h, w, qk_scale, stats, meta):
+    """Query rows p_rows of the fp32 band buffer `probs` = P, from the Gram buffer holding r_window."""
     g, (p0, p1) = gram.shape[0], p_rows
-    probs = tc.new_buffer((g, (p1 - p0) * W, h * w), torch.float32, gram.device)
     _launch("probs", lambda m: (triton.cdiv((p1 - p0) * W, m["BLOCK_M"]), g),
-            gram, inv_n, lse, probs, r_rows[0], r_rows[1] - r_rows[0], p0, p1 - p0,
+            gram, inv_n, lse, probs, *r_window, gram.shape[1] // W, p0, p1 - p0, probs.shape[1] // W,
             lse.shape[1] // W, W, h, w, qk_scale, STATS=stats, IDX64=meta["IDX64"])
     return probs
 
 
-def _spread(src, src_rows, rows, W, h, w, dtype, meta):
-    """[G, rows*W, L] in `dtype` = the stencil (sign -1) of the fp32 buffer src on src_rows."""
+def _spread(src, src_window, rows, W, h, w, dtype, meta):
+    """A band buffer of query rows `rows` in `dtype` = the stencil (sign -1) of the fp32 band
+    buffer src holding src_window."""
     g, (r0, r1) = src.shape[0], rows
-    out = tc.new_buffer((g, (r1 - r0) * W, h * w), dtype, src.device)
+    out = _buffer(g, r1 - r0, W, h * w, dtype, src.device)
     _launch("spread", lambda m: (triton.cdiv((r1 - r0) * W, m["BLOCK_M"]), triton.cdiv(h * w, m["BLOCK_N"]), g),
-            src, out, src_rows[0], src_rows[1] - src_rows[0], r0, r1 - r0, W, h, w, SIGN=-1, **meta)
+            src, out, *src_window, src.shape[1] // W, r0, r1 - r0, W, h, w, SIGN=-1, **meta)
     return out
 
 
 def _forward(q, k, v, s, a, training):
-    """-> out [N, Cv, sH, sW] (v's dtype), lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
+    """-> out [N, Cv, sH, sW] (v's dtype), lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32).
+
+    Bands run top to bottom through ring buffers of R (r+4 rows) and P (r+2 rows): each band
+    computes only the rows of R and P that the previous one did not, so no row is computed twice.
+    """
     n, _, H, W = q.shape
-    h, w, C = H // s, W // s, v.shape[1] * s * s
+    h, w, L, C = H // s, W // s, (H // s) * (W // s), v.shape[1] * s * s
     if n * H * W * v.shape[1] == 0:                   # no output element: no launch
         return (v.new_zeros(n, v.shape[1], H * s, W * s), q.new_zeros(n, H * W, dtype=torch.float32),
-                q.new_zeros(n, h * w, dtype=torch.float32))
+                q.new_zeros(n, L, dtype=torch.float32))
     inv_n, _ = _key_norms(k)
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
-    images, rows = _fwd_bands(n, H, W, h * w, q.element_size(), training)
-    meta = dict(IDX64=_needs_int64(q, k, v, out) or _band_needs_int64(rows, W, h * w),
+    images, rows = _fwd_bands(n, H, W, L, q.element_size(), training)
+    meta = dict(IDX64=_needs_int64(q, k, v, out) or _band_needs_int64(rows, W, L),
                 EMU_BF16=tc.emulate_bf16(q.dtype))
+    r_cap, p_cap = min(H, rows[0][1] + 4), min(H, rows[0][1] + 2)
     with tc.device_guard(q):
         for i0, i1 in images:
             qi, ki, vi, oi, li, ni = (t[i0:i1] for t in (q, k, v, out, lse, inv_n))
+            gram = _buffer(i1 - i0, r_cap, W, L, torch.float32, q.device)
+            probs = _buffer(i1 - i0, p_cap, W, L, torch.float32, q.device)
+            r_done = p_done = 0                     # rows [0, done) computed so far
             for y0, y1 in rows:
-                r_rows, p_rows = _halo(y0, y1, H, 2), _halo(y0, y1, H, 1)
-                gram = _gram(qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
-                probs = _probs(gram, r_rows, p_rows, ni, li, W, h, w, float(a) * tc.LOG2E, True, meta)
-                del gram
-                spread = _spread(probs, p_rows, (y0, y1), W, h, w, q.dtype, meta)
-                del probs
+                r_end, p_end = min(H, y1 + 2), min(H, y1 + 1)
+                if r_end > r_done:
+                    _gram(gram, qi, ki, 1, 1, (r_done, r_end), W, h, w, 1.0, meta)
+                    r_done = r_end
+                if p_end > p_done:
+                    _probs(probs, gram, (max(0, r_done - r_cap), r_done), (p_done, p_end), ni, li, W, h, w,
+                           float(a) * tc.LOG2E, True, meta)
+                    p_done = p_end
+                spread = _spread(probs, (max(0, p_done - p_cap), p_done), (y0, y1), W, h, w, q.dtype, meta)
                 _launch("out", lambda m: (triton.cdiv((y1 - y0) * W, m["BLOCK_M"]), triton.cdiv(C, m["BLOCK_V"]),
                                           i1 - i0),
                         spread, vi, oi, *vi.stride(), *oi.stride(), y0, y1 - y0, W, h, w, C, SS=s, **meta)
@@ -531,8 +557,10 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
             for y0, y1 in rows:
                 r_rows, p_rows = _halo(y0, y1, H, 2), _halo(y0, y1, H, 1)
                 p0, np_ = p_rows[0], p_rows[1] - p_rows[0]
-                gram = _gram(qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
-                probs = _probs(gram, r_rows, p_rows, ni, li, W, h, w, float(a) * tc.LOG2E, False, meta)
+                gram = _gram(_buffer(gi, r_rows[1] - r_rows[0], W, L, torch.float32, q.device),
+                             qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
+                probs = _probs(_buffer(gi, np_, W, L, torch.float32, q.device), gram, r_rows, p_rows, ni, li,
+                               W, h, w, float(a) * tc.LOG2E, False, meta)
                 if need[2]:
                     spread = _spread(probs, p_rows, (y0, y1), W, h, w, q.dtype, meta)
                     _launch("dv", lambda m: (triton.cdiv(L, m["BLOCK_N"]), triton.cdiv(C, m["BLOCK_V"]), gi),
@@ -540,8 +568,9 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                     del spread
                 if not (need[0] or need[1]):
                     continue
-                e = _gram(g_i, vi, s, s, p_rows, W, h, w, 1.0 / 6.0, meta)
-                dsn = tc.new_buffer((gi, (y1 - y0) * W, L), torch.float32, q.device)
+                e = _gram(_buffer(gi, np_, W, L, torch.float32, q.device), g_i, vi, s, s, p_rows, W, h, w,
+                          1.0 / 6.0, meta)
+                dsn = _buffer(gi, y1 - y0, W, L, torch.float32, q.device)
                 _launch("ds", lambda m: (triton.cdiv((y1 - y0) * W, m["BLOCK_M"]), gi),
                         probs, e, ni, dsn, p0, np_, y0, y1 - y0, W, h, w, float(a), IDX64=meta["IDX64"])
                 del e, probs
