@@ -348,20 +348,18 @@ def _pruner(config_sets, streamed):
     return prune
 
 
-def _tuned(kernel, config_sets, streamed):
-    return tc.tuned(kernel, config_sets[0] + config_sets[1], key=["CK", "CV"],
-                    prune=_pruner(config_sets, streamed))
-
-
-_KERNELS = {"fwd": _tuned(_fwd_kernel, _FWD_CONFIGS, "BLOCK_N"),
-            "dkdv": _tuned(_bwd_dkdv_kernel, _DKDV_CONFIGS, "BLOCK_M"),
-            "dq": _tuned(_bwd_dq_kernel, _DQ_CONFIGS, "BLOCK_N")}
-# Block sizes launched when AUTOTUNE is off (interpreter; tests may change them).
-FIXED_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16}
+# name -> (autotune candidates, fixed config for the interpreter / CSNLN_TRITON_AUTOTUNE=0)
+_CONFIGS = {"fwd": (_FWD_CONFIGS[0] + _FWD_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16)),
+            "dkdv": (_DKDV_CONFIGS[0] + _DKDV_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16)),
+            "dq": (_DQ_CONFIGS[0] + _DQ_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16))}
+_KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=["CK", "CV"], prune=_pruner(config_sets, streamed))
+            for name, kernel, config_sets, streamed in (("fwd", _fwd_kernel, _FWD_CONFIGS, "BLOCK_N"),
+                                                         ("dkdv", _bwd_dkdv_kernel, _DKDV_CONFIGS, "BLOCK_M"),
+                                                         ("dq", _bwd_dq_kernel, _DQ_CONFIGS, "BLOCK_N"))}
 
 
 def _launch(name, grid_of, args, meta):
-    tc.launch(_KERNELS[name], FIXED_BLOCKS, grid_of, args, meta)
+    tc.launch(_KERNELS[name], _CONFIGS[name][1], grid_of, args, meta)
 
 
 # --------------------------------------------------------------------------- launchers

@@ -1,7 +1,7 @@
 """The GPU-check tools, exercised on the CPU: the error table and the benchmark summary."""
 import json
 
-from bench import error_table, summarize
+from bench import candidates, error_table, summarize
 
 
 def test_error_table_runs_both_kernels_and_passes(tmp_path):
@@ -26,3 +26,14 @@ def test_summary_reports_speedups_within_a_group():
     table = summarize.format_table(report)
     assert "| g | triton | 1.000 | 400 | 12 | 4.00x vs torch |" in table
     assert "| g | torch | 4.000 | 100 | 900 | 0.25x vs triton |" in table
+
+
+def test_every_autotune_candidate_runs_and_passes(tmp_path):
+    path = tmp_path / "candidates.json"
+    assert candidates.main(["--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    for module_name, module in candidates.MODULES.items():
+        for name, (configs, _) in module._CONFIGS.items():
+            ran = [r for r in rows if r["op"] == module_name and r["kernel"] == name]
+            assert len(ran) == 2 * len(configs) * len(candidates.SHAPES[module_name]), (module_name, name)
+    assert all(r["ok"] for r in rows)

@@ -21,7 +21,7 @@ if not torch.cuda.is_available():
 
 import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
-from kernels.in_scale_triton import FIXED_BLOCKS  # noqa: E402
+from kernels import in_scale_triton as ist  # noqa: E402
 from kernels.in_scale_torch import in_scale_attention_torch  # noqa: E402
 from tests.numerics import (assert_within_twice_torch, random_tensor, rel_err, rel_errs,  # noqa: E402
                             rerun, run_with_grads)
@@ -91,8 +91,8 @@ def test_fp32_matches_float64_reference(case):
 @pytest.mark.parametrize("blocks", [(32, 16), (16, 32)])
 def test_fp32_unequal_blocks(monkeypatch, blocks):
     """BLOCK_M != BLOCK_N, so a query mask confused with a key mask shows."""
-    monkeypatch.setitem(FIXED_BLOCKS, "BLOCK_M", blocks[0])
-    monkeypatch.setitem(FIXED_BLOCKS, "BLOCK_N", blocks[1])
+    for name, (candidates, _) in ist._CONFIGS.items():
+        monkeypatch.setitem(ist._CONFIGS, name, (candidates, dict(BLOCK_M=blocks[0], BLOCK_N=blocks[1])))
     case = (2, 24, 16, 5, 7, "channels_last")   # L=35
     _check_fp32((blocks, *case), *_inputs(*case))
 
