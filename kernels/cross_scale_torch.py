@@ -83,8 +83,8 @@ def band_rows(y0, y1, height, halo):
 
 def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
     """Output columns of query rows [y0, y1): q_rows [N, Ck, rows, W] holds q on the rows
-    band_rows(y0, y1, H, 2); k [N, Ck, h, w]; inv_n [N, L]; vs [N, Cv*s*s, L]
-    -> [N, Cv*s*s, (y1-y0)*W], before the division by 6."""
+    band_rows(y0, y1, H, 2); k [N, Ck, h, w]; inv_n [N, L]; vs [N, Cv*s*s, L] (already / 6)
+    -> [N, Cv*s*s, (y1-y0)*W]."""
     n, _, _, width = q_rows.shape
     h, w = k.shape[2:]
     r_rows, p_rows = band_rows(y0, y1, height, 2), band_rows(y0, y1, height, 1)
@@ -109,7 +109,7 @@ def cross_scale_attention_torch(q, k, v, scale, softmax_scale=10.0,
     if height == 0 or width == 0:
         return v.new_zeros(n, v.shape[1], 0, 0)
     inv_n = inv_key_norms(k)
-    vs = F.pixel_unshuffle(v, s).flatten(2)                               # [N, Cv*s*s, L]
+    vs = F.pixel_unshuffle(v, s).flatten(2) / OUTPUT_DIVISOR              # [N, Cv*s*s, L], with the / 6
     rows = max(1, chunk_elements // max(1, n * width * h * w) - 4)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     cols = []
@@ -122,4 +122,4 @@ def cross_scale_attention_torch(q, k, v, scale, softmax_scale=10.0,
         else:
             cols.append(_band(*band_in))
     out = torch.cat(cols, dim=2) if len(cols) > 1 else cols[0]
-    return F.pixel_shuffle(out.view(n, -1, height, width) / OUTPUT_DIVISOR, s)
+    return F.pixel_shuffle(out.view(n, -1, height, width), s)
