@@ -274,7 +274,8 @@ def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt, ca
 
 
 def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt):
-    """--compile true runs the network through torch.compile (inductor) and writes the same image."""
+    """--compile true runs the network through torch.compile (inductor; the attention kernels as
+    custom ops, here under the interpreter) and writes the same image."""
     rng = np.random.default_rng(1)
     src = tmp_path / "in"
     src.mkdir()
@@ -283,7 +284,7 @@ def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt):
     for flag in ("false", "true"):
         dst = tmp_path / flag
         assert eval_cli.main(["--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(dst), "--device", "cpu",
-                              "--compile", flag]) == 0
+                              "--attention_backend", "triton", "--compile", flag]) == 0
         images[flag] = imageio.imread(dst / "a_x2.png").astype(int)
     # the same kernels, fp32 sums possibly reordered: at most a rounding step apart
     assert np.abs(images["true"] - images["false"]).max() <= 1
