@@ -24,14 +24,24 @@ OUTPUT_DIVISOR = 6.0
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
 
 
+def box3x3(x):
+    """x [N, 1, h, w] -> the sum over each zero-padded 3x3 neighbourhood [N, 1, h, w]. Pooling,
+    not a convolution with ones: cuDNN may run fp32 convolutions in TF32 (10-bit mantissas)."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True) * 9
+
+
+def key_norms_squared(k):
+    """k [N, Ck, h, w] -> squared norms of the 3x3 zero-padded key patches [N, h*w]."""
+    return box3x3(k.pow(2).sum(1, keepdim=True)).flatten(1)
+
+
 def inv_key_norms(k):
     """k [N, Ck, h, w] -> 1 / max(||3x3 zero-padded patch||, floor) [N, h*w], differentiable.
 
     max(n, e) = sqrt(max(n^2, e^2)): the clamp comes before the root, so an all-zero patch
     has a finite (zero) gradient.
     """
-    sq = F.conv2d(k.pow(2).sum(1, keepdim=True), k.new_ones(1, 1, 3, 3), padding=1)
-    return sq.clamp_min(KEY_NORM_FLOOR ** 2).rsqrt().flatten(1)
+    return key_norms_squared(k).clamp_min(KEY_NORM_FLOOR ** 2).rsqrt()
 
 
 def _shift(size, d):

@@ -59,7 +59,7 @@ import triton.language as tl
 
 from . import _triton_common as tc
 from ._triton_common import cast, mma
-from .cross_scale_torch import KEY_NORM_FLOOR
+from .cross_scale_torch import KEY_NORM_FLOOR, box3x3, key_norms_squared
 
 FWD_BAND_BYTES = 48 << 20   # inference buffers of a band (R, P, P~): 1 x 192 x 192 stays under 64 MB
 BWD_BAND_BYTES = 256 << 20  # training buffers (forward; backward R, P, E, dSn, P~, dR): whole batches fit
@@ -429,8 +429,7 @@ def _band_needs_int64(rows, W, L):
 
 def _key_norms(k):
     """fp32 inv_n [N, L] = 1 / max(||3x3 patch||, floor), and whether each norm is above the floor."""
-    sq = F.conv2d(k.float().pow(2).sum(1, keepdim=True), k.new_ones(1, 1, 3, 3, dtype=torch.float32), padding=1)
-    sq = sq.flatten(1)
+    sq = key_norms_squared(k.float())
     return sq.clamp_min(KEY_NORM_FLOOR ** 2).rsqrt().contiguous(), sq > KEY_NORM_FLOOR ** 2
 
 
@@ -598,8 +597,7 @@ def _key_norm_backward(k, dk_direct, csum, inv_n):
     n, ck, h, w = k.shape
     _, above = _key_norms(k)
     c = torch.where(above, -inv_n * inv_n * csum, torch.zeros_like(csum)).view(n, 1, h, w)
-    box = F.conv2d(c, c.new_ones(1, 1, 3, 3), padding=1)
-    return dk_direct.view(n, ck, h, w) + k.float() * box
+    return dk_direct.view(n, ck, h, w) + k.float() * box3x3(c)
 
 
 # ----------------------------------------------------------------------------- custom ops
