@@ -45,6 +45,8 @@ def measure(benchmark, make_inputs, fn, flop, rounds):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+    if benchmark.stats is None:   # --benchmark-disable: the calls ran once, as a smoke test
+        return None
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({
         "device": DEVICE_NAME, "torch": torch.__version__, "triton": TRITON_VERSION,

@@ -225,7 +225,7 @@ class Trainer:
                            n_colors=config["n_colors"], rgb_range=config["rgb_range"],
                            attention_backend=config["attention_backend"],
                            checkpoint_sem=config["checkpoint_sem"]).to(device)
-        # with one recurrence the cell's down-projection output is never used: its weights get no gradient
+        # with one recurrence the cell's down-projection (down_sample_2/4, post_conv) never runs: no gradient
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
                     if self.world > 1 else self.model)

@@ -32,6 +32,20 @@ def new_buffer(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def memory_format(t):
+    """channels_last for a 4-D tensor stored channels-last (and not also contiguous), else contiguous."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def new_output(shape, like):
+    """An [N, C, H, W] output buffer in like's dtype, device and memory format (NaN with POISON):
+    a channels-last network keeps its layout through the operators."""
+    out = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(like))
+    return out.fill_(float("nan")) if POISON else out
+
+
 def device_guard(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 

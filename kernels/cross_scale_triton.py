@@ -507,7 +507,7 @@ def _forward(q, k, v, s, a, training):
                 q.new_zeros(n, L, dtype=torch.float32))
     inv_n, _ = _key_norms(k)
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
-    out = tc.new_buffer((n, v.shape[1], H * s, W * s), v.dtype, q.device)
+    out = tc.new_output((n, v.shape[1], H * s, W * s), v)
     images, rows = _fwd_bands(n, H, W, L, q.element_size(), training)
     meta = dict(IDX64=_needs_int64(q, k, v, out) or _band_needs_int64(rows, W, L),
                 EMU_BF16=tc.emulate_bf16(q.dtype))
@@ -614,7 +614,7 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int, softm
 @_fwd_op.register_fake
 def _(q, k, v, scale, softmax_scale, training):
     n, _, H, W = q.shape
-    return (v.new_empty(n, v.shape[1], H * scale, W * scale), q.new_empty(n, H * W, dtype=torch.float32),
+    return (tc.new_output((n, v.shape[1], H * scale, W * scale), v), q.new_empty(n, H * W, dtype=torch.float32),
             q.new_empty(n, (H // scale) * (W // scale), dtype=torch.float32))
 
 

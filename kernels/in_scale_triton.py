@@ -377,11 +377,11 @@ def _meta(ck, cv, dtype):
                 EMU_BF16=tc.emulate_bf16(dtype))
 
 
-def _in_scale_forward(q, k, v):
-    """q, k [N, Ck, L], v [N, Cv, L] (strided views) -> out [N, Cv, L] contiguous, lse [N, L] fp32."""
+def _in_scale_forward(q, k, v, out):
+    """q, k [N, Ck, L], v [N, Cv, L] (strided views) -> out (written: [N, Cv, L], any strides),
+    lse [N, L] fp32."""
     n, ck, length = q.shape
     cv = v.shape[1]
-    out = _new((n, cv, length), v)
     lse = _new((n, length), v, torch.float32)
     if n and length:
         with tc.device_guard(q):
@@ -426,14 +426,15 @@ def _in_scale_backward(q, k, v, out, lse, do, need_dq=True, need_dkdv=True):
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k [N, Ck, H, W], v [N, Cv, H, W] -> out [N, Cv, H, W], lse [N, H*W] (fp32)."""
     n, _, h, w = q.shape
-    out, lse = _in_scale_forward(q.flatten(2), k.flatten(2), v.flatten(2))
-    return out.view(n, v.shape[1], h, w), lse
+    out = tc.new_output((n, v.shape[1], h, w), v)
+    _, lse = _in_scale_forward(q.flatten(2), k.flatten(2), v.flatten(2), out.flatten(2))
+    return out, lse
 
 
 @_fwd_op.register_fake
 def _(q, k, v):
     n, _, h, w = q.shape
-    return v.new_empty(n, v.shape[1], h, w), q.new_empty(n, h * w, dtype=torch.float32)
+    return tc.new_output((n, v.shape[1], h, w), v), q.new_empty(n, h * w, dtype=torch.float32)
 
 
 @torch.library.custom_op("csnln::in_scale_attention_bwd", mutates_args=())

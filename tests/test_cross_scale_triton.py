@@ -271,3 +271,12 @@ def test_cpu_without_interpreter_raises():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert "refused:" in result.stdout, result.stdout + result.stderr
+
+
+def test_channels_last_in_channels_last_out():
+    """The output takes v's memory format (no layout copy before the next convolution), same values."""
+    q, k, v, _ = _inputs(2, 16, 16, 6, 4, 2, layout="channels_last")
+    out = kernels.cross_scale_attention(q, k, v, 2, backend="triton")
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    plain = kernels.cross_scale_attention(*(t.detach().contiguous() for t in (q, k, v)), 2, backend="triton")
+    assert plain.is_contiguous() and rel_err(out, plain) <= 1e-6   # the same sums, maybe reassociated

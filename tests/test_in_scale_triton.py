@@ -216,3 +216,12 @@ def test_offsets_beyond_int32():
     want = _reference(*leaves, g)
     torch_low = _reference(*leaves, g, dtype=torch.float16)
     assert_within_twice_torch(got, want, torch_low, torch.float16, "offsets beyond int32")
+
+
+def test_channels_last_in_channels_last_out():
+    """The output takes v's memory format (no layout copy before the next convolution), same values."""
+    q, k, v, _ = _inputs(2, 16, 24, 3, 5, "channels_last")
+    out = kernels.in_scale_attention(q, k, v, backend="triton")
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    plain = kernels.in_scale_attention(*(t.detach().contiguous() for t in (q, k, v)), backend="triton")
+    assert plain.is_contiguous() and rel_err(out, plain) <= 1e-6   # the same sums, maybe reassociated
