@@ -5,7 +5,7 @@ For each kernel of both operators and each of its candidate configs, that config
 are checked against the float64 PyTorch reference with the low-precision rule of
 tests/numerics.py (kernel error <= 2 x the error of PyTorch in the same dtype + one rounding).
 
-    CSNLN_TRITON_AUTOTUNE=0 PYTHONPATH=. python bench/candidates.py [--json PATH]
+    python bench/candidates.py [--json PATH]
 On a GPU: the training shapes (16 x 64/128 x 48 x 48 at s = 2 and 3), fp16 and bf16. Without
 one: tiny shapes under TRITON_INTERPRET=1 (bf16 emulated), a check of the tool itself.
 """
@@ -16,12 +16,14 @@ import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from anywhere
 CUDA = torch.cuda.is_available()
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["CSNLN_TRITON_AUTOTUNE"] = "0"   # the config under test is launched as the fixed one
 
 import kernels  # noqa: E402
+from bench import markdown  # noqa: E402
 from kernels import cross_scale_triton, in_scale_triton  # noqa: E402
 from tests.numerics import NAMES, SLACK, rel_err, rerun  # noqa: E402
 
@@ -89,11 +91,10 @@ def _row(op, shape, name, config, dtype, got, want, torch_low):
 
 
 def format_rows(table):
-    lines = ["| op | shape | kernel | config | dtype | worst tensor | kernel err | torch err | ok |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['op']} | {r['shape']} | {r['kernel']} | {r['config']} | {r['dtype']} | {r['tensor']} | "
-              f"{r['kernel_err']:.2e} | {r['torch_err']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in table]
-    return "\n".join(lines)
+    return markdown.table(["op", "shape", "kernel", "config", "dtype", "worst tensor", "kernel err", "torch err", "ok"],
+                          [[r["op"], r["shape"], r["kernel"], r["config"], r["dtype"], r["tensor"],
+                            f"{r['kernel_err']:.2e}", f"{r['torch_err']:.2e}", "yes" if r["ok"] else "NO"]
+                           for r in table])
 
 
 def main(argv=None):

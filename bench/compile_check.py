@@ -26,6 +26,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime import autotuner, jit  # noqa: E402
 
+from bench import markdown  # noqa: E402
+
 ARCH = 90
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NO_SPILLS = ("fp16", "bf16")
@@ -131,18 +133,18 @@ def main(argv=None):
         recorder.dtype = name
         drive_launchers(DTYPES[name], args.ops)
     print(f"Triton {triton.__version__}, target sm_{ARCH}a (compiled, not run)")
-    print("| dtype | kernel | constexprs and config | regs | spill st/ld B | shared KB | verdict |")
-    print("|---|---|---|---|---|---|---|")
-    failed = 0
+    failed, cells = 0, []
     for (dtype, kernel, config), row in recorder.rows.items():
         if "error" in row:
-            verdict, stats = row["error"], "| | | "
+            verdict, stats = row["error"], ["", "", ""]
         else:
             spilled = row["spill_store"] > 0 or row["spill_load"] > 0
             verdict = "SPILLS" if spilled and dtype in NO_SPILLS else ("spills (fp32 allowed)" if spilled else "ok")
-            stats = f"{row['regs']} | {row['spill_store']}/{row['spill_load']} | {row['shared'] / 1024:.1f} "
+            stats = [row["regs"], f"{row['spill_store']}/{row['spill_load']}", f"{row['shared'] / 1024:.1f}"]
         failed += verdict not in ("ok", "spills (fp32 allowed)")
-        print(f"| {dtype} | {kernel} | {config} | {stats}| {verdict} |")
+        cells.append([dtype, kernel, config, *stats, verdict])
+    print(markdown.table(["dtype", "kernel", "constexprs and config", "regs", "spill st/ld B", "shared KB", "verdict"],
+                         cells))
     print(f"{len(recorder.rows)} variants compiled, {failed} failed (compile errors, or fp16/bf16 spills)")
     if args.json:
         with open(args.json, "w") as f:

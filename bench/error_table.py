@@ -5,7 +5,7 @@ next to the error of the PyTorch reference run in the same precision (max|err| /
 A row passes when kernel <= 2 x torch + one rounding of the dtype (tests/numerics.py; fp32:
 <= 1e-4). Kernel buffers are NaN-poisoned before each launch, so unwritten elements fail the row.
 
-    PYTHONPATH=. python bench/error_table.py [--json PATH]
+    python bench/error_table.py [--json PATH]
 Without a GPU it runs tiny shapes under TRITON_INTERPRET=1 (bf16 with emulated dots and casts).
 """
 import argparse
@@ -15,10 +15,12 @@ import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from anywhere
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import kernels  # noqa: E402
+from bench import markdown  # noqa: E402
 from kernels import _triton_common  # noqa: E402
 from tests.numerics import SLACK, rel_err  # noqa: E402
 
@@ -76,10 +78,9 @@ def _case_rows(op, n, ck, cv, h, w, s):
 
 
 def format_rows(rows):
-    lines = ["| op | shape | dtype | tensor | kernel err | torch err | ok |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['tensor']} | {r['kernel']:.2e} | "
-              f"{r['torch']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
-    return "\n".join(lines)
+    return markdown.table(["op", "shape", "dtype", "tensor", "kernel err", "torch err", "ok"],
+                          [[r["op"], r["shape"], r["dtype"], r["tensor"], f"{r['kernel']:.2e}", f"{r['torch']:.2e}",
+                            "yes" if r["ok"] else "NO"] for r in rows])
 
 
 def main(argv=None):

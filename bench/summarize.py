@@ -6,7 +6,11 @@ speed-up of each row over every other backend of its group (measured in the same
     python bench/summarize.py PATH
 """
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import markdown  # noqa: E402
 
 
 def rows(report):
@@ -30,14 +34,11 @@ def format_table(report):
     first = report["benchmarks"][0]["extra_info"] if report["benchmarks"] else {}
     head = (f"{first.get('device')}, torch {first.get('torch')}, Triton {first.get('triton')}, "
             f"{first.get('dtype')}, {report.get('datetime', '')[:10]}")
-    lines = [head, "", "| benchmark | backend | median ms | TFLOP/s | peak extra MB | speed-up |",
-             "|---|---|---|---|---|---|"]
-    for r in rows(report):
-        tflops = f"{r['tflops']:.3g}" if r["tflops"] else "-"
-        peak = f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-"
-        lines.append(f"| {r['group']} | {r['backend']} | {r['median_ms']:.3f} | {tflops} | {peak} | "
-                     f"{r['speedups']} |")
-    return "\n".join(lines)
+    cells = [[r["group"], r["backend"], f"{r['median_ms']:.3f}", f"{r['tflops']:.3g}" if r["tflops"] else "-",
+              f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-", r["speedups"]]
+             for r in rows(report)]
+    return head + "\n\n" + markdown.table(
+        ["benchmark", "backend", "median ms", "TFLOP/s", "peak extra MB", "speed-up"], cells)
 
 
 if __name__ == "__main__":
