@@ -2,7 +2,7 @@
 
 Each embeds its input with 1x1 conv + PReLU branches and calls the operator
 from `kernels`; `backend` is "auto", "torch" or "triton", and `chunk_elements`
-bounds the score chunks of the torch backend. The branches that read the same
+bounds the chunks of the torch backend. The branches that read the same
 input run as one 1x1 convolution (`embed`); `embeddings` lists them and `attend`
 takes their outputs, so a caller can fuse the branches of several modules.
 """

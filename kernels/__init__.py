@@ -1,9 +1,9 @@
 """The two CSNLN attention operators, with interchangeable backends.
 
-`backend="torch"` is the chunked PyTorch reference (any device and dtype);
-`backend="triton"` runs the fused Triton kernels (CUDA, or CPU under
-TRITON_INTERPRET=1); `backend="auto"` picks Triton for CUDA tensors when it is
-installed and the reference otherwise.
+`backend="torch"` is the chunked PyTorch backend (any device and dtype);
+`backend="triton"` runs the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1);
+`backend="auto"` picks Triton for CUDA tensors when it is installed and the torch backend
+otherwise. `kernels.reference` holds the slow formulations both are tested against.
 """
 from ._backend import BACKENDS, check_attention_inputs, resolve_backend
 from .cross_scale_torch import (DEFAULT_CHUNK_ELEMENTS, KEY_NORM_FLOOR, OUTPUT_DIVISOR,
@@ -33,10 +33,11 @@ def in_scale_attention(q, k, v, *, backend="auto", chunk_elements=DEFAULT_CHUNK_
 def cross_scale_attention(q, k, v, scale, *, softmax_scale=10.0, backend="auto",
                           chunk_elements=DEFAULT_CHUNK_ELEMENTS):
     """Cross-scale attention: 3x3 query patches against normalised 3x3 key patches of
-    the downscaled map, values are (3s)x(3s) patches overlap-added at stride s, / 6.
+    the downscaled map, values are (3s)x(3s) patches overlap-added at stride s, / 6
+    (both backends compute it in the diagonal-stencil form, Ck + Cv s^2 multiply-adds a pair).
 
     q [N, Ck, H, W], k [N, Ck, H/s, W/s], v [N, Cv, H, W] -> [N, Cv, s*H, s*W].
-    `chunk_elements` bounds the score and column chunks of the torch backend.
+    `chunk_elements` bounds the Gram tile of a band of query rows in the torch backend.
     """
     check_attention_inputs("cross_scale_attention", q, k, v)
     if not isinstance(scale, int) or scale < 1:
