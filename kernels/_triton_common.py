@@ -109,9 +109,9 @@ def prepare_inputs(name, q, k, v):
     if not (q.is_cuda or (INTERPRET and q.device.type == "cpu")):
         raise RuntimeError(f"{name}: tensors on {q.device} need CUDA (or CPU with TRITON_INTERPRET=1 "
                            "set before the kernels were imported)")
-    cast = autocast_dtype(q.device.type)
-    if cast is not None:
-        q, k, v = (t.to(cast) for t in (q, k, v))
+    autocast_to = autocast_dtype(q.device.type)
+    if autocast_to is not None:
+        q, k, v = (t.to(autocast_to) for t in (q, k, v))
     if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"{name}: dtypes {q.dtype}, {k.dtype}, {v.dtype} are not supported "
                          "(one of float32, float16, bfloat16); use backend=\"torch\"")
