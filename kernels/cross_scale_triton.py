@@ -457,6 +457,12 @@ def _bwd_bands(n, H, W, L, esize):
     return _bands(n, H, W, L, BWD_BAND_BYTES, 16 + 2 * esize, 32 + 2 * esize)
 
 
+def _ring_rows(rows, H):
+    """Rows of the forward's R and P rings for bands `rows` of an image of H rows."""
+    r = rows[0][1] - rows[0][0]
+    return min(H, r + 4), min(H, r + 2)
+
+
 def _halo(y0, y1, H, r):
     return max(0, y0 - r), min(H, y1 + r)
 
@@ -511,7 +517,7 @@ def _forward(q, k, v, s, a, training):
     images, rows = _fwd_bands(n, H, W, L, q.element_size(), training)
     meta = dict(IDX64=_needs_int64(q, k, v, out) or _band_needs_int64(rows, W, L),
                 EMU_BF16=tc.emulate_bf16(q.dtype))
-    r_cap, p_cap = min(H, rows[0][1] + 4), min(H, rows[0][1] + 2)
+    r_cap, p_cap = _ring_rows(rows, H)
     with tc.device_guard(q):
         for i0, i1 in images:
             qi, ki, vi, oi, li, ni = (t[i0:i1] for t in (q, k, v, out, lse, inv_n))

@@ -280,3 +280,14 @@ def test_channels_last_in_channels_last_out():
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     plain = kernels.cross_scale_attention(*(t.detach().contiguous() for t in (q, k, v)), 2, backend="triton")
     assert plain.is_contiguous() and rel_err(out, plain) <= 1e-6   # the same sums, maybe reassociated
+
+
+def test_whole_image_inference_buffers_stay_under_64_mb():
+    """1 x 192 x 192, s = 2, fp16 (L = 9216): the forward's band buffers (R and P rings in fp32,
+    P~ in fp16) of the launchers' own plan hold under 64 MB; no H*W x L buffer (8.6 GB in fp16)."""
+    H = W = 192
+    L = (H // 2) * (W // 2)
+    images, rows = cst._fwd_bands(1, H, W, L, 2)
+    r_cap, p_cap = cst._ring_rows(rows, H)
+    band_bytes = W * L * (4 * r_cap + 4 * p_cap + 2 * (rows[0][1] - rows[0][0]))
+    assert images == [(0, 1)] and band_bytes < 64 * 2 ** 20, (rows[0], band_bytes / 2 ** 20)
