@@ -34,7 +34,7 @@ def _bands(plan, H, W, L):
     images, rows = plan
     for i0, i1 in images:
         for y0, y1 in rows:
-            r_rows, p_rows = cst._halo(y0, y1, H, 2), cst._halo(y0, y1, H, 1)
+            r_rows, p_rows = cst.band_rows(y0, y1, H, 2), cst.band_rows(y0, y1, H, 1)
             yield (*(b - a for a, b in (r_rows, p_rows, (y0, y1))), (i1 - i0) * W * L)
 
 

@@ -59,7 +59,7 @@ import triton.language as tl
 
 from . import _triton_common as tc
 from ._triton_common import cast, mma
-from .cross_scale_torch import KEY_NORM_FLOOR, box3x3, key_norms_squared
+from .cross_scale_torch import KEY_NORM_FLOOR, band_rows, box3x3, key_norms_squared
 
 FWD_BAND_BYTES = 48 << 20   # inference buffers of a band (R, P, P~): 1 x 192 x 192 stays under 64 MB
 BWD_BAND_BYTES = 256 << 20  # training buffers (forward; backward R, P, E, dSn, P~, dR): whole batches fit
@@ -463,10 +463,6 @@ def _ring_rows(rows, H):
     return min(H, r + 4), min(H, r + 2)
 
 
-def _halo(y0, y1, H, r):
-    return max(0, y0 - r), min(H, y1 + r)
-
-
 def _buffer(g, rows, W, L, dtype, device):
     """A band buffer of `rows` query rows of W*L elements for each of g images (see _slots)."""
     return tc.new_buffer((g, rows * W, L), dtype, device)
@@ -560,7 +556,7 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
             gi = i1 - i0
             qi, ki, vi, g_i, li, ni = (t[i0:i1] for t in (q, k, v, g, lse, inv_n))
             for y0, y1 in rows:
-                r_rows, p_rows = _halo(y0, y1, H, 2), _halo(y0, y1, H, 1)
+                r_rows, p_rows = band_rows(y0, y1, H, 2), band_rows(y0, y1, H, 1)
                 p0, np_ = p_rows[0], p_rows[1] - p_rows[0]
                 gram = _gram(_buffer(gi, r_rows[1] - r_rows[0], W, L, torch.float32, q.device),
                              qi, ki, 1, 1, r_rows, W, h, w, 1.0, meta)
