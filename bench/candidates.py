@@ -22,10 +22,9 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["CSNLN_TRITON_AUTOTUNE"] = "0"   # the config under test is launched as the fixed one
 
-import kernels  # noqa: E402
 from bench import markdown  # noqa: E402
 from kernels import cross_scale_triton, in_scale_triton  # noqa: E402
-from tests.numerics import NAMES, SLACK, rel_err, rerun  # noqa: E402
+from tests.numerics import NAMES, SLACK, operator, rel_err, rerun  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 # op -> [(N, Ck, Cv, H, W, s)]
@@ -33,12 +32,6 @@ SHAPES = ({"cross_scale": [(16, 64, 128, 48, 48, 2), (16, 64, 128, 48, 48, 3)],
            "in_scale": [(16, 64, 128, 48, 48, 1)]} if CUDA else
           {"cross_scale": [(1, 16, 16, 6, 10, 2)], "in_scale": [(1, 16, 16, 5, 7, 1)]})
 MODULES = {"cross_scale": cross_scale_triton, "in_scale": in_scale_triton}
-
-
-def _op(op, s, backend):
-    if op == "cross_scale":
-        return lambda q, k, v: kernels.cross_scale_attention(q, k, v, s, backend=backend)
-    return lambda q, k, v: kernels.in_scale_attention(q, k, v, backend=backend)
 
 
 def _inputs(n, ck, cv, H, W, s):
@@ -62,15 +55,15 @@ def rows(dtypes):
         for shape in shapes:
             tensors, grad = _inputs(*shape)
             s = shape[-1]
-            want = rerun(_op(op, s, "torch"), tensors, grad)
-            references = {dtype: rerun(_op(op, s, "torch"), [t.to(dtype) for t in tensors], grad, dtype)
+            want = rerun(operator(op, s, "torch"), tensors, grad)
+            references = {dtype: rerun(operator(op, s, "torch"), [t.to(dtype) for t in tensors], grad, dtype)
                           for dtype in dtypes}
             for name, (candidates, fixed) in list(module._CONFIGS.items()):
                 for config in candidates:
                     module._CONFIGS[name] = (candidates, _fixed(config))
                     try:
                         for dtype in dtypes:
-                            got = rerun(_op(op, s, "triton"), [t.to(dtype) for t in tensors], grad, dtype)
+                            got = rerun(operator(op, s, "triton"), [t.to(dtype) for t in tensors], grad, dtype)
                             out.append(_row(op, shape, name, config, dtype, got, want, references[dtype]))
                     finally:
                         module._CONFIGS[name] = (candidates, fixed)

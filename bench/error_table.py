@@ -19,10 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import kernels  # noqa: E402
 from bench import markdown  # noqa: E402
 from kernels import _triton_common  # noqa: E402
-from tests.numerics import SLACK, rel_err  # noqa: E402
+from tests.numerics import SLACK, operator, rel_err, rerun  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -34,16 +33,6 @@ CASES = ([("in_scale", 2, 64, 128, 33, 47, 1), ("in_scale", 1, 24, 40, 7, 5, 1),
           ("cross_scale", 1, 48, 16, 10, 6, 2)] if CUDA else
          [("in_scale", 2, 24, 40, 7, 5, 1), ("cross_scale", 1, 16, 32, 10, 6, 2),
           ("cross_scale", 1, 16, 16, 9, 6, 3)])
-
-
-def _run(op, s, tensors, grad, backend):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    if op == "in_scale":
-        out = kernels.in_scale_attention(*leaves, backend=backend)
-    else:
-        out = kernels.cross_scale_attention(*leaves, s, backend=backend)
-    out.backward(grad.to(out.dtype))
-    return [out.detach().double()] + [t.grad.double() for t in leaves]
 
 
 def error_rows():
@@ -62,12 +51,11 @@ def _case_rows(op, n, ck, cv, h, w, s):
     if op == "in_scale":
         q, k = q * ck ** -0.5 * 3, k * ck ** -0.5 * 3  # logits of a few units, as after training
     grad = torch.randn(n, cv, h * s, w * s, device=DEVICE, dtype=torch.float64)
-    ref = _run(op, s, (q, k, v), grad, "torch")
+    ref = rerun(operator(op, s, "torch"), (q, k, v), grad)
     rows = []
     for dtype in DTYPES:
-        low = [t.to(dtype) for t in (q, k, v)]
-        kernel = _run(op, s, low, grad, "triton")
-        torch_low = _run(op, s, low, grad, "torch")
+        kernel = rerun(operator(op, s, "triton"), (q, k, v), grad, dtype)
+        torch_low = rerun(operator(op, s, "torch"), (q, k, v), grad, dtype)
         for name, r, a, b in zip(("out", "dq", "dk", "dv"), ref, kernel, torch_low):
             err_k, err_t = rel_err(a, r), rel_err(b, r)
             bound = FP32_BOUND if dtype == torch.float32 else 2 * err_t + SLACK[dtype]

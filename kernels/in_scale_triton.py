@@ -300,7 +300,7 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, L,
 # --------------------------------------------------------------------------- configs
 
 def _cfg(bm, bn, warps, stages):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+    return tc.config(warps, stages, BLOCK_M=bm, BLOCK_N=bn)
 
 
 # (fp16/bf16 candidates, fp32 candidates): (BLOCK_M, BLOCK_N, num_warps, num_stages).

@@ -5,6 +5,8 @@ run of a reference on the same (rounded) inputs.
 """
 import torch
 
+import kernels
+
 NAMES = ("out", "dq", "dk", "dv")
 # fp16 / bf16: a kernel's error may be at most twice the error of the PyTorch reference run in
 # that dtype, plus one unit roundoff of the dtype: the kernels store results in the dtype and
@@ -20,6 +22,13 @@ def rel_err(got, want):
 
 def rel_errs(got, want):
     return [rel_err(a, b) for a, b in zip(got, want)]
+
+
+def operator(op, scale, backend):
+    """fn(q, k, v) for op "cross_scale" (at `scale`) or "in_scale", on `backend`."""
+    if op == "cross_scale":
+        return lambda q, k, v: kernels.cross_scale_attention(q, k, v, scale, backend=backend)
+    return lambda q, k, v: kernels.in_scale_attention(q, k, v, backend=backend)
 
 
 def run_with_grads(fn, leaves, grad_out):

@@ -7,20 +7,13 @@ which keeps these tests quick; fullgraph=True fails on any graph break.
 import pytest
 import torch
 
-import kernels
 from csnln import CSNLN
-from tests.numerics import rel_errs
+from tests.numerics import operator, rel_errs
 
 pytestmark = pytest.mark.usefixtures("fresh_seed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # compiled and eager run the same kernels and ops; aot_eager may only reorder fp32 sums
 TOL = 1e-5
-
-
-def _attention(op, backend):
-    if op == "cross_scale":
-        return lambda q, k, v: kernels.cross_scale_attention(q, k, v, 2, backend=backend)
-    return lambda q, k, v: kernels.in_scale_attention(q, k, v, backend=backend)
 
 
 def _inputs(op):
@@ -38,7 +31,7 @@ def _out_and_grads(fn, leaves):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("op", ["cross_scale", "in_scale"])
 def test_operators_compile_without_graph_breaks(op, backend):
-    fn = _attention(op, backend)
+    fn = operator(op, 2, backend)
     leaves = _inputs(op)
     torch._dynamo.reset()
     assert torch._dynamo.explain(fn)(*leaves).graph_break_count == 0
