@@ -19,9 +19,9 @@ import torch  # noqa: E402
 import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
 from kernels import cross_scale_triton as cst  # noqa: E402
-from kernels.cross_scale_torch import KEY_NORM_FLOOR, cross_scale_attention_torch  # noqa: E402
-from tests.numerics import (NAMES, assert_within_twice_torch, random_tensor, rel_err, rel_errs,  # noqa: E402
-                            rerun, run_with_grads)
+from kernels.cross_scale_torch import KEY_NORM_FLOOR  # noqa: E402
+from tests.numerics import (NAMES, assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
+                            rel_errs, rerun, run_with_grads)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
 if DEVICE == "cpu" and not tc.INTERPRET:
@@ -58,11 +58,11 @@ def _inputs(n, ck, cv, H, W, s, layout="contiguous", keys="normal", dtype=torch.
 
 
 def _reference(q, k, v, g, s, dtype=torch.float64):
-    return rerun(lambda *t: cross_scale_attention_torch(*t, s), (q, k, v), g, dtype)
+    return rerun(operator("cross_scale", s, "torch"), (q, k, v), g, dtype)
 
 
 def _triton(q, k, v, g, s):
-    return run_with_grads(lambda *t: kernels.cross_scale_attention(*t, s, backend="triton"), (q, k, v), g)
+    return run_with_grads(operator("cross_scale", s, "triton"), (q, k, v), g)
 
 
 def _check_fp32(case, q, k, v, g, s):

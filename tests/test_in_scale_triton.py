@@ -22,9 +22,8 @@ if not torch.cuda.is_available():
 import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
 from kernels import in_scale_triton as ist  # noqa: E402
-from kernels.in_scale_torch import in_scale_attention_torch  # noqa: E402
-from tests.numerics import (assert_within_twice_torch, random_tensor, rel_err, rel_errs,  # noqa: E402
-                            rerun, run_with_grads)
+from tests.numerics import (assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
+                            rel_errs, rerun, run_with_grads)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
 if DEVICE == "cpu" and not tc.INTERPRET:
@@ -51,11 +50,11 @@ def _inputs(n, ck, cv, h, w, layout="contiguous", dtype=torch.float32):
 
 
 def _reference(q, k, v, g, dtype=torch.float64):
-    return rerun(in_scale_attention_torch, (q, k, v), g, dtype)
+    return rerun(operator("in_scale", 1, "torch"), (q, k, v), g, dtype)
 
 
 def _triton(q, k, v, g):
-    return run_with_grads(lambda *t: kernels.in_scale_attention(*t, backend="triton"), (q, k, v), g)
+    return run_with_grads(operator("in_scale", 1, "triton"), (q, k, v), g)
 
 
 def _check_fp32(case, q, k, v, g):
