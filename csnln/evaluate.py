@@ -29,7 +29,8 @@ from .checkpoint import load_model
 from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
-from .inference import check_runnable, inference_precision, pick_device, upscale
+from .inference import (check_runnable, inference_precision, peak_memory_mb, pick_device, reset_peak_memory,
+                        upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import figure, figure_row
 
@@ -120,23 +121,6 @@ class BicubicUpscaler:
         return bicubic_upscale(lr, self.scale)
 
 
-def _peak_memory_reset(device):
-    if device is not None and device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_memory_mb(device):
-    """CUDA: peak allocated memory since the reset; CPU: the process's peak resident set so far."""
-    if device is not None and device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
-
-
 # --------------------------------------------------------------------------- evaluation
 
 def write_json_atomic(path, data):
@@ -159,7 +143,7 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
     device = getattr(upscaler, "device", None)
     captions = {"csnln": ("bicubic", "CSNLN", "HR"), "bicubic": ("bicubic", "HR"),
                 "bicubic_paper": ("bicubic (Y)", "HR (Y)")}[method]
-    _peak_memory_reset(device)
+    reset_peak_memory(device)
     per_image, rows, seconds = {}, [], 0.0
     for name, hr_path, lr_path in tqdm(items, desc=f"{dataset} x{scale}", unit="img", disable=not progress,
                                        file=sys.stderr, leave=False):
@@ -196,7 +180,7 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
         write_image(pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png", figure(rows, captions))
     scores = np.array([[v["psnr"], v["ssim"]] for v in per_image.values()])
     return {"psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()), "images": len(per_image),
-            "seconds_per_image": seconds / len(per_image), "peak_memory_mb": _peak_memory_mb(device),
+            "seconds_per_image": seconds / len(per_image), "peak_memory_mb": peak_memory_mb(device),
             "per_image": per_image}
 
 

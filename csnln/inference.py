@@ -8,6 +8,7 @@ the upscaled batch; `model.size_multiple` (1 when absent) is the multiple the LR
 width are padded to.
 """
 import contextlib
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -184,3 +185,21 @@ def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp3
     if out.shape[-2:] != (scale * x.shape[-2], scale * x.shape[-1]):
         raise ValueError(f"the model gave {tuple(out.shape)} for input {tuple(x.shape)} at x{scale}")
     return out[:, :, :scale * h, :scale * w]
+
+
+def reset_peak_memory(device):
+    """Start a new peak for `peak_memory_mb` (CUDA; the CPU peak cannot be reset)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device):
+    """CUDA: peak allocated memory since the reset; CPU: the process's peak resident set so far."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError, atomic_save, training_state
 from .config import ConfigError, UserError, milestones, validate
 from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
 from .files import atomic_write, remove_stale_temps, writable_dir
-from .inference import check_runnable, inference_precision, pick_device
+from .inference import check_runnable, inference_precision, peak_memory_mb, pick_device, reset_peak_memory
 from .model import CSNLN
 from .plot import plot_history
 
@@ -93,6 +93,8 @@ def prepare(config, explicit=None):
     fresh = not config["resume"]
     device = pick_device(config["device"])
     check_runnable(_precision(config, device), config["attention_backend"], device)
+    if config["cuda_graphs"] and device.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device, not {device}; drop --cuda_graphs")
     if config["resume"]:
         path, state = _resume_point(config)
         if path is None:
@@ -229,7 +231,10 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
                     if self.world > 1 else self.model)
-        self.step_model = torch.compile(self.ddp) if config["compile"] else self.ddp
+        # cuda_graphs: inductor records each fixed-shape graph (forward, backward) after a warm-up
+        # call, by which time the kernels' autotuning has run; later steps replay the recording
+        self.step_model = (torch.compile(self.ddp, mode="reduce-overhead" if config["cuda_graphs"] else None)
+                           if config["compile"] or config["cuda_graphs"] else self.ddp)
         self.val_model = self.val_upscaler = None   # built at the first validation, then reused
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
                                           eps=config["epsilon"], weight_decay=config["weight_decay"])
@@ -300,14 +305,14 @@ class Trainer:
             print(f"CSNLN x{config['scale']}: {n_params:,} parameters, {self.world} process(es) on "
                   f"{self.device.type}, precision {self.precision}, {len(self.dataset.pairs)} training images")
         while self.epoch < config["epochs"]:
-            loss = self._train_epoch()
+            trained = self._train_epoch()
             self.epoch += 1
             self.scheduler.step()
             scores = self._validate()
             psnr_mean = float(np.mean(list(scores.values()))) if scores else -math.inf
             is_best = psnr_mean > self.best_psnr
             self.best_psnr = max(self.best_psnr, psnr_mean)
-            record = {"epoch": self.epoch, "iteration": self.iteration, "loss": loss,
+            record = {"epoch": self.epoch, "iteration": self.iteration, **trained,
                       "lr": self.optimizer.param_groups[0]["lr"], "psnr": scores,
                       "skipped_steps": self.skipped_steps, "time": time.time()}
             self.history.append(record)
@@ -315,22 +320,29 @@ class Trainer:
                 self._log(record)
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
-                print(", ".join([f"epoch {self.epoch}: loss {loss:.5f}"] +
+                memory = f", peak {trained['peak_memory_mb']:.0f} MB" if trained["peak_memory_mb"] else ""
+                print(", ".join([f"epoch {self.epoch}: loss {trained['loss']:.5f}, {trained['step_ms']:.1f} ms/step"
+                                 f"{memory}"] +
                                 [f"{k} {v:.3f} dB" for k, v in scores.items()]))
             if self.world > 1:
                 dist.barrier()
 
     def _train_epoch(self):
+        """-> {"loss": mean L1, "step_ms": wall milliseconds per step, data loading included,
+        "peak_memory_mb": see csnln.inference.peak_memory_mb}."""
         config, model = self.config, self.step_model
         model.train()
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
         dtype = PRECISIONS[self.precision]
         total, count = torch.zeros((), dtype=torch.float64), 0
+        reset_peak_memory(self.device)
+        start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{config['epochs']}", disable=self.rank != 0,
                    dynamic_ncols=True, leave=False)
         for lr, hr in bar:
             lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+            torch.compiler.cudagraph_mark_step_begin()  # cuda_graphs may now reuse the last step's outputs
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
             if not self._all_finite(loss):
@@ -353,7 +365,9 @@ class Trainer:
                 self._log({"iteration": self.iteration, "epoch": self.epoch + count / len(self.loader),
                            "train_loss": value.item()})
         bar.close()
-        return (total / max(count, 1)).item()
+        count = max(count, 1)
+        return {"loss": (total / count).item(), "step_ms": 1e3 * (time.perf_counter() - start) / count,
+                "peak_memory_mb": peak_memory_mb(self.device)}
 
     def _all_finite(self, loss):
         """True if every process's loss is finite; counts skips and stops when they persist."""

@@ -146,8 +146,9 @@ def test_quickstart_config_reduces_the_training_loss(tmp_path):
                           "--n_threads", "0", "--save", str(tmp_path / "qs")])
     run(config)
     records = [json.loads(line) for line in (tmp_path / "qs" / "log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if "loss" in r]
-    assert len(losses) == 2 and losses[1] < 0.8 * losses[0]
+    epochs = [r for r in records if "loss" in r]
+    assert len(epochs) == 2 and epochs[1]["loss"] < 0.8 * epochs[0]["loss"]
+    assert all(r["step_ms"] > 0 and r["peak_memory_mb"] > 0 for r in epochs)  # the speed of each epoch
     assert (tmp_path / "qs" / "curves.png").is_file()
 
 
@@ -285,6 +286,7 @@ def test_resume_auto_takes_the_stored_options(finished_run, tmp_path, capsys):
     (["--data_test", "Set5+Nope"], "Nope: folder not found"),
     (["--patch_size", "2048"], "smaller than the LR patch 1024x1024"),
     (["--resume", "{tmp}/missing.pt"], "checkpoint not found"),
+    (["--cuda_graphs", "true"], "cuda_graphs needs a CUDA device, not cpu"),
     (["--save", "{tmp}/file"], "is a file, not a folder"),
     (["--config", "{tmp}/bad.yaml"], "bad.yaml line 2: not valid YAML"),
 ])
