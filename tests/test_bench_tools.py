@@ -1,7 +1,8 @@
-"""The GPU-check tools, exercised on the CPU: the error table and the benchmark summary."""
+"""The GPU-check tools, exercised on the CPU: the error table, the candidate sweep, the
+benchmark summary and the harness runs."""
 import json
 
-from bench import candidates, error_table, summarize
+from bench import candidates, error_table, harness_check, summarize
 
 
 def test_error_table_runs_both_kernels_and_passes(tmp_path):
@@ -37,3 +38,20 @@ def test_every_autotune_candidate_runs_and_passes(tmp_path):
             ran = [r for r in rows if r["op"] == module_name and r["kernel"] == name]
             assert len(ran) == 2 * len(configs) * len(candidates.SHAPES[module_name]), (module_name, name)
     assert all(r["ok"] for r in rows)
+
+
+def test_harness_check_trains_evaluates_and_tabulates(tmp_path):
+    assert harness_check.main([str(tmp_path), "--runs", "x2", "x3", "eval Set5 chop"]) == 0
+    lines = (tmp_path / "harness.md").read_text().splitlines()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[4:])}
+    assert set(rows) == {"x2", "x3", "eval Set5 chop"}
+    for name in ("x2", "x3"):
+        assert rows[name][1] == "ok" and float(rows[name][2]) > 0 and float(rows[name][3]) > 0
+    assert rows["eval Set5 chop"][1].startswith("ok, PSNR") and rows["eval Set5 chop"][3].endswith(" / image")
+    assert json.loads((tmp_path / "x3" / "log.jsonl").read_text().splitlines()[-1])["iteration"] == 6
+
+
+def test_harness_check_names_the_runs_it_had_no_time_for(tmp_path):
+    assert harness_check.main([str(tmp_path), "--runs", "x2", "eval Set5 whole", "--seconds", "0"]) == 0
+    table = (tmp_path / "harness.md").read_text()
+    assert "| x2 | not run: out of time |" in table and "| eval Set5 whole | not run: out of time |" in table
