@@ -29,8 +29,8 @@ from .checkpoint import load_model
 from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
-from .inference import (check_runnable, inference_precision, peak_memory_mb, pick_device, reset_peak_memory,
-                        upscale)
+from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
+                        reset_peak_memory, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import figure, figure_row
 
@@ -101,13 +101,15 @@ class NetworkUpscaler:
     """uint8 LR [H, W, 3] -> uint8 SR [sH, sW, 3] with a network (see `inference.upscale`)."""
 
     def __init__(self, model, scale, rgb_range, device, chop=False, self_ensemble=False, precision="fp32",
-                 compile=False):
+                 compile=False, channels_last=False):
+        self.memory_format = memory_format(channels_last)
+        model.to(device, memory_format=self.memory_format)
         self.model = torch.compile(model) if compile else model
         self.scale, self.rgb_range, self.device = scale, rgb_range, device
         self.options = dict(chop=chop, self_ensemble=self_ensemble, precision=precision)
 
     def __call__(self, lr):
-        x = to_tensor(lr, self.rgb_range).unsqueeze(0).to(self.device)
+        x = to_tensor(lr, self.rgb_range).unsqueeze(0).to(self.device, memory_format=self.memory_format)
         return to_uint8(upscale(self.model, x, self.scale, **self.options)[0], self.rgb_range)
 
 
@@ -243,6 +245,7 @@ def provenance(config, scale, device, precision):
     return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
             "checkpoint_sha256": _sha256(ckpt) if ckpt else None, "scale": scale, "chop": config["chop"],
             "self_ensemble": config["self_ensemble"], "metric": config["metric"], "precision": precision,
+            "channels_last": config["channels_last"], "compile": config["compile"],
             "attention_backend": config["attention_backend"], "device": str(device),
             "data_path": str(pathlib.Path(config["data_path"]).resolve()), "data_range": config["data_range"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -326,10 +329,9 @@ def _upscaler(config, explicit, device, precision):
     check_runnable(precision, config["attention_backend"], device)
     expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
     model, found = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
-    model.eval().to(device)
-    upscaler = NetworkUpscaler(model, found["scale"], found["rgb_range"], device, chop=config["chop"],
+    upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, chop=config["chop"],
                                self_ensemble=config["self_ensemble"], precision=precision,
-                               compile=config["compile"])
+                               compile=config["compile"], channels_last=config["channels_last"])
     options = "".join(f", {o}" for o in ("chop", "self_ensemble") if config[o])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
             f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}, {precision}{options}")

@@ -187,6 +187,11 @@ def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp3
     return out[:, :, :scale * h, :scale * w]
 
 
+def memory_format(channels_last):
+    """The network's memory format: channels-last (NHWC strides) or contiguous (NCHW)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def reset_peak_memory(device):
     """Start a new peak for `peak_memory_mb` (CUDA; the CPU peak cannot be reset)."""
     if device is not None and device.type == "cuda":

@@ -28,7 +28,8 @@ from .checkpoint import CheckpointError, atomic_save, training_state
 from .config import ConfigError, UserError, milestones, validate
 from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
 from .files import atomic_write, remove_stale_temps, writable_dir
-from .inference import check_runnable, inference_precision, peak_memory_mb, pick_device, reset_peak_memory
+from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
+                        reset_peak_memory)
 from .model import CSNLN
 from .plot import plot_history
 
@@ -227,6 +228,8 @@ class Trainer:
                            n_colors=config["n_colors"], rgb_range=config["rgb_range"],
                            attention_backend=config["attention_backend"],
                            checkpoint_sem=config["checkpoint_sem"]).to(device)
+        self.memory_format = memory_format(config["channels_last"])
+        self.model.to(memory_format=self.memory_format)
         # with one recurrence the cell's down-projection (down_sample_2/4, post_conv) never runs: no gradient
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
@@ -291,7 +294,7 @@ class Trainer:
 
     def _eval_weights(self):
         """The original-layout state dict that is validated and exported (the EMA if enabled)."""
-        return {k: v.detach().cpu() for k, v in (self.ema or self.model.state_dict()).items()}
+        return {k: v.detach().cpu().contiguous() for k, v in (self.ema or self.model.state_dict()).items()}
 
     # -- training ----------------------------------------------------------------------
     def fit(self):
@@ -341,7 +344,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{config['epochs']}", disable=self.rank != 0,
                    dynamic_ncols=True, leave=False)
         for lr, hr in bar:
-            lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+            lr, hr = (t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in (lr, hr))
             torch.compiler.cudagraph_mark_step_begin()  # cuda_graphs may now reuse the last step's outputs
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
@@ -402,11 +405,11 @@ class Trainer:
         if self.val_model is None:   # one model for every validation: compiled once with `compile`
             self.val_model = CSNLN(scale=config["scale"], n_feats=config["n_feats"], depth=config["depth"],
                                    n_colors=config["n_colors"], rgb_range=config["rgb_range"],
-                                   attention_backend=config["attention_backend"]).to(self.device).eval()
+                                   attention_backend=config["attention_backend"]).eval()
             self.val_upscaler = NetworkUpscaler(self.val_model, config["scale"], config["rgb_range"], self.device,
                                                 chop=config["chop"], self_ensemble=config["self_ensemble"],
                                                 precision=inference_precision(config["precision"]),
-                                                compile=config["compile"])
+                                                compile=config["compile"], channels_last=config["channels_last"])
         self.val_model.load_state_dict(self._eval_weights())
         upscaler = self.val_upscaler
         return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 import eval as eval_cli
 from csnln import CSNLN
+from csnln.checkpoint import load_model
+from csnln.evaluate import NetworkUpscaler
 from csnln.inference import chop_tiles, forward_chop, upscale
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -241,6 +243,7 @@ def test_results_merge_scales_and_record_their_provenance(tmp_path):
     assert round(results["Set5"]["x2"]["psnr"], 3) == 33.640 and round(results["Set5"]["x3"]["psnr"], 3) == 30.385
     provenance = results["Set5"]["x3"]["provenance"]
     assert (provenance["model"], provenance["scale"], provenance["checkpoint"]) == ("bicubic", 3, None)
+    assert provenance["channels_last"] is False and provenance["compile"] is False
     assert provenance["versions"]["torch"] == torch.__version__
 
 
@@ -271,6 +274,23 @@ def test_what_cannot_run_here_is_refused_before_any_work(tmp_path, tiny_ckpt, ca
     assert capsys.readouterr().err == f"eval.py: error: --out {tmp_path / 'file'} is a file, not a folder\n"
     result = run_cli(*base, "--attention_backend", "triton", TRITON_INTERPRET="0")  # the tests' own process interprets
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Triton kernels need CUDA" in result.stderr
+
+
+def test_channels_last_gives_the_contiguous_images(tmp_path, tiny_ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    imageio.imwrite(src / "a.png", np.random.default_rng(2).integers(0, 256, (14, 12, 3), dtype=np.uint8))
+    images = {}
+    for flag in ("false", "true"):
+        assert eval_cli.main(["--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(tmp_path / flag),
+                              "--device", "cpu", "--channels_last", flag]) == 0
+        images[flag] = imageio.imread(tmp_path / flag / "a_x2.png").astype(int)
+    # the same network, fp32 sums possibly reordered by the NHWC convolutions: a rounding step apart
+    assert np.abs(images["true"] - images["false"]).max() <= 1
+    assert (images["true"] == images["false"]).mean() > 0.99
+    model, found = load_model(tiny_ckpt)
+    NetworkUpscaler(model, found["scale"], found["rgb_range"], torch.device("cpu"), channels_last=True)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
 
 
 def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt):

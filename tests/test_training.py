@@ -72,6 +72,19 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
     assert (tmp_path / "run" / "model_latest.pt").is_file()
 
 
+def test_channels_last_trains_as_contiguous_and_saves_contiguous_weights(tmp_path):
+    for name, flag in (("nchw", "false"), ("nhwc", "true")):
+        run(tiny_config(tmp_path / name, "--epochs", "2", "--channels_last", flag))
+    losses = {name: [r["loss"] for r in records(tmp_path / name) if "loss" in r] for name in ("nchw", "nhwc")}
+    assert losses["nhwc"] == pytest.approx(losses["nchw"], rel=1e-5) and len(losses["nhwc"]) == 2
+    weights = torch.load(tmp_path / "nhwc" / "model_latest.pt")
+    assert all(w.is_contiguous() for w in weights.values())  # the original layout, loadable anywhere
+    model, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
+    assert weights.keys() == model.state_dict().keys()
+    trainer = Trainer(tiny_config(tmp_path / "c", "--channels_last", "true"), torch.device("cpu"))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trainer.model.parameters() if p.dim() == 4)
+
+
 def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
     straight = tiny_config(tmp_path / "a", "--epochs", "3")
     run(straight)
