@@ -345,13 +345,13 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         for lr, hr in bar:
             lr, hr = (t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in (lr, hr))
-            torch.compiler.cudagraph_mark_step_begin()  # cuda_graphs may now reuse the last step's outputs
+            # the last step's gradients are dropped before the next replay may reuse their memory (cuda_graphs)
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
             if not self._all_finite(loss):
-                self.optimizer.zero_grad(set_to_none=True)
                 continue
-            self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
