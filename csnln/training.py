@@ -227,9 +227,9 @@ class Trainer:
         self.model = CSNLN(scale=config["scale"], n_feats=config["n_feats"], depth=config["depth"],
                            n_colors=config["n_colors"], rgb_range=config["rgb_range"],
                            attention_backend=config["attention_backend"],
-                           checkpoint_sem=config["checkpoint_sem"]).to(device)
+                           checkpoint_sem=config["checkpoint_sem"])
         self.memory_format = memory_format(config["channels_last"])
-        self.model.to(memory_format=self.memory_format)
+        self.model.to(device, memory_format=self.memory_format)
         # with one recurrence the cell's down-projection (down_sample_2/4, post_conv) never runs: no gradient
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
@@ -323,10 +323,10 @@ class Trainer:
                 self._log(record)
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
-                memory = f", peak {trained['peak_memory_mb']:.0f} MB" if trained["peak_memory_mb"] else ""
-                print(", ".join([f"epoch {self.epoch}: loss {trained['loss']:.5f}, {trained['step_ms']:.1f} ms/step"
-                                 f"{memory}"] +
-                                [f"{k} {v:.3f} dB" for k, v in scores.items()]))
+                line = [f"epoch {self.epoch}: loss {trained['loss']:.5f}", f"{trained['step_ms']:.1f} ms/step"]
+                if trained["peak_memory_mb"]:
+                    line.append(f"peak {trained['peak_memory_mb']:.0f} MB")
+                print(", ".join(line + [f"{k} {v:.3f} dB" for k, v in scores.items()]))
             if self.world > 1:
                 dist.barrier()
 
