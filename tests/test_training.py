@@ -88,7 +88,7 @@ def test_channels_last_trains_as_contiguous_and_saves_contiguous_weights(tmp_pat
 def test_the_compiled_step_trains_as_eager(tmp_path):
     """cuda_graphs compiles the step with inductor (mode reduce-overhead). On the CPU inductor
     records no graph, so this checks the compiled step and the loop around it; prepare() refuses
-    the key without CUDA, the Trainer here is built directly. About a minute of compilation."""
+    the key without CUDA, the Trainer here is built directly. About 90 s of compilation when cold."""
     for name, extra in (("eager", []), ("compiled", ["--cuda_graphs", "true"])):
         Trainer(tiny_config(tmp_path / name, "--epochs", "1", *extra), torch.device("cpu")).fit()
     losses = {name: [r["train_loss"] for r in records(tmp_path / name) if "train_loss" in r]
