@@ -66,7 +66,7 @@ def _train_argv(name, out):
     return ["train.py", "--data_path", str(_data_path(out.parent)), "--data_range", "4-4/4-4", "--data_test", "", "--scale",
             str(scale), "--patch_size", str(LR_PATCH * scale), "--batch_size", str(BATCH), "--epochs", "2",
             "--test_every", str(ITERATIONS), "--print_every", str(ITERATIONS), "--precision", precision,
-            "--n_threads", "2", "--cache", "memory", "--save", str(out), *MODEL, *extra]
+            "--n_threads", "2", "--cache", "memory", "--save", str(out), "--overwrite", "true", *MODEL, *extra]
 
 
 def _eval_argv(name, ckpt, out):

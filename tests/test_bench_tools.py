@@ -49,6 +49,7 @@ def test_harness_check_trains_evaluates_and_tabulates(tmp_path):
         assert rows[name][1] == "ok" and float(rows[name][2]) > 0 and float(rows[name][3]) > 0
     assert rows["eval Set5 chop"][1].startswith("ok, PSNR") and rows["eval Set5 chop"][3].endswith(" / image")
     assert json.loads((tmp_path / "x3" / "log.jsonl").read_text().splitlines()[-1])["iteration"] == 6
+    assert harness_check.main([str(tmp_path), "--runs", "x2"]) == 0  # a rerun into the same folder
 
 
 def test_harness_check_names_the_runs_it_had_no_time_for(tmp_path):
