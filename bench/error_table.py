@@ -21,7 +21,7 @@ if not torch.cuda.is_available():
 
 from bench import markdown  # noqa: E402
 from kernels import _triton_common  # noqa: E402
-from tests.numerics import SLACK, operator, rel_err, rerun  # noqa: E402
+from tests.numerics import NAMES, attention_inputs, operator, rel_err, rerun, twice_torch_bound  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -45,20 +45,15 @@ def error_rows():
 
 
 def _case_rows(op, n, ck, cv, h, w, s):
-    q = torch.randn(n, ck, h, w, device=DEVICE, dtype=torch.float64)
-    k = torch.randn(n, ck, h // s, w // s, device=DEVICE, dtype=torch.float64)
-    v = torch.randn(n, cv, h, w, device=DEVICE, dtype=torch.float64)
-    if op == "in_scale":
-        q, k = q * ck ** -0.5 * 3, k * ck ** -0.5 * 3  # logits of a few units, as after training
-    grad = torch.randn(n, cv, h * s, w * s, device=DEVICE, dtype=torch.float64)
-    ref = rerun(operator(op, s, "torch"), (q, k, v), grad)
+    tensors, grad = attention_inputs(op, n, ck, cv, h, w, s, DEVICE)
+    ref = rerun(operator(op, s, "torch"), tensors, grad)
     rows = []
     for dtype in DTYPES:
-        kernel = rerun(operator(op, s, "triton"), (q, k, v), grad, dtype)
-        torch_low = rerun(operator(op, s, "torch"), (q, k, v), grad, dtype)
-        for name, r, a, b in zip(("out", "dq", "dk", "dv"), ref, kernel, torch_low):
+        kernel = rerun(operator(op, s, "triton"), tensors, grad, dtype)
+        torch_low = rerun(operator(op, s, "torch"), tensors, grad, dtype)
+        for name, r, a, b in zip(NAMES, ref, kernel, torch_low):
             err_k, err_t = rel_err(a, r), rel_err(b, r)
-            bound = FP32_BOUND if dtype == torch.float32 else 2 * err_t + SLACK[dtype]
+            bound = FP32_BOUND if dtype == torch.float32 else twice_torch_bound(err_t, dtype)
             rows.append({"op": op, "shape": f"{n}x{ck}/{cv}x{h}x{w}" + (f" s{s}" if s > 1 else ""),
                          "dtype": str(dtype).replace("torch.", ""), "tensor": name, "kernel": err_k,
                          "torch": err_t, "ok": bool(err_k <= bound)})  # NaN compares False

@@ -1,6 +1,6 @@
 """train.py and eval.py run as a user runs them, with speed and memory per run, in one table.
 
-    python bench/harness_check.py OUT [--runs NAME ...] [--seconds 300] [--list]
+    python bench/harness_check.py OUT [--runs NAME ...] [--seconds 300]
 
 Each training run is two short epochs on the bundled DIV2K image (tests/data): epoch 1 holds the
 warm-up (autotuning, compilation, CUDA-graph recording), epoch 2 gives the step time and the peak

@@ -43,28 +43,43 @@ def rerun(fn, tensors, grad_out, dtype=torch.float64):
     return run_with_grads(fn, leaves, grad_out.to(dtype))
 
 
+def twice_torch_bound(torch_err, dtype):
+    """The largest kernel error the low-precision rule allows, given PyTorch's error in `dtype`."""
+    return 2 * torch_err + SLACK[dtype]
+
+
 def assert_within_twice_torch(got, want, torch_low, dtype, label):
     """The low-precision rule for every tensor of got / torch_low against the float64 want."""
     errs, ref_errs = rel_errs(got, want), rel_errs(torch_low, want)
     print(label, {n: (f"{e:.2e}", f"{r:.2e}") for n, e, r in zip(NAMES, errs, ref_errs)})
     for name, e, r in zip(NAMES, errs, ref_errs):
-        assert e <= 2 * r + SLACK[dtype], f"{label} {name}: kernel {e:.3g} vs torch {r:.3g}"
+        assert e <= twice_torch_bound(r, dtype), f"{label} {name}: kernel {e:.3g} vs torch {r:.3g}"
 
 
-def random_tensor(shape, layout, dtype, device, generator=None):
+def attention_inputs(op, n, ck, cv, h, w, s, device):
+    """float64 ((q, k, v), grad_out) of an operator at [n, ck / cv, h, w], key map h/s x w/s;
+    in-scale logits scaled to a few units, as after training."""
+    q = torch.randn(n, ck, h, w, device=device, dtype=torch.float64)
+    k = torch.randn(n, ck, h // s, w // s, device=device, dtype=torch.float64)
+    v = torch.randn(n, cv, h, w, device=device, dtype=torch.float64)
+    if op == "in_scale":
+        q, k = q * ck ** -0.5 * 3, k * ck ** -0.5 * 3
+    return (q, k, v), torch.randn(n, cv, h * s, w * s, device=device, dtype=torch.float64)
+
+
+def random_tensor(shape, layout, dtype, device):
     """randn [n, c, h, w] in a memory layout: "contiguous", "channels_last" (channels innermost),
     "strided" (every other channel, non-zero storage offset) or "transposed" (H, W swapped in
     memory); the non-contiguous ones are views."""
     n, c, h, w = shape
-    kw = dict(generator=generator)
     if layout == "contiguous":
-        t = torch.randn(n, c, h, w, **kw)
+        t = torch.randn(n, c, h, w)
     elif layout == "channels_last":
-        t = torch.randn(n, h, w, c, **kw).permute(0, 3, 1, 2)
+        t = torch.randn(n, h, w, c).permute(0, 3, 1, 2)
     elif layout == "strided":
-        t = torch.randn(n, c, 2, h, w, **kw)[:, :, 1]
+        t = torch.randn(n, c, 2, h, w)[:, :, 1]
     elif layout == "transposed":
-        t = torch.randn(n, c, w, h, **kw).transpose(2, 3)
+        t = torch.randn(n, c, w, h).transpose(2, 3)
     else:
         raise ValueError(layout)
     return t.to(device=device, dtype=dtype)

@@ -293,19 +293,22 @@ def test_channels_last_gives_the_contiguous_images(tmp_path, tiny_ckpt):
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
 
 
-def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt):
+def test_compile_gives_the_eager_images(tmp_path, tiny_ckpt, monkeypatch):
     """--compile true runs the network through torch.compile (inductor; the attention kernels as
     custom ops, here under the interpreter) and writes the same image."""
     rng = np.random.default_rng(1)
     src = tmp_path / "in"
     src.mkdir()
     imageio.imwrite(src / "a.png", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    compiled, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or real_compile(model, **kw))
     images = {}
     for flag in ("false", "true"):
         dst = tmp_path / flag
         assert eval_cli.main(["--ckpt", str(tiny_ckpt), "--input", str(src), "--output", str(dst), "--device", "cpu",
                               "--attention_backend", "triton", "--compile", flag]) == 0
         images[flag] = imageio.imread(dst / "a_x2.png").astype(int)
+    assert len(compiled) == 1  # the network, in the --compile true run only
     # the same kernels, fp32 sums possibly reordered: at most a rounding step apart
     assert np.abs(images["true"] - images["false"]).max() <= 1
     assert (images["true"] == images["false"]).mean() > 0.99

@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
 import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
 from kernels import in_scale_triton as ist  # noqa: E402
-from tests.numerics import (assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
+from tests.numerics import (NAMES, assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
                             rel_errs, rerun, run_with_grads)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
@@ -60,13 +60,12 @@ def _triton(q, k, v, g):
 def _check_fp32(case, q, k, v, g):
     got = _triton(q, k, v, g)
     want = _reference(q, k, v, g)
-    names = ("out", "dq", "dk", "dv")
-    for name, a, b in zip(names, got, want):
+    for name, a, b in zip(NAMES, got, want):
         assert a.shape == b.shape and a.dtype == torch.float32, (name, a.shape, a.dtype)
         assert torch.isfinite(a).all(), f"{case}: {name} has unwritten (NaN) or non-finite elements"
     errs = rel_errs(got, want)
-    print(case, dict(zip(names, errs)))
-    assert max(errs) <= FP32_TOL, f"{case}: relative errors {dict(zip(names, errs))}"
+    print(case, dict(zip(NAMES, errs)))
+    assert max(errs) <= FP32_TOL, f"{case}: relative errors {dict(zip(NAMES, errs))}"
 
 
 # n, ck, cv, h, w, layout. With the interpreter's 16 x 16 blocks:

@@ -44,6 +44,11 @@ def epochs_logged(folder):
     return [r["epoch"] for r in records(folder) if "loss" in r]
 
 
+def losses(folder):
+    """The mean loss of each epoch record."""
+    return [r["loss"] for r in records(folder) if "loss" in r]
+
+
 def _ddp_worker(rank, config, store, out):
     # a file rendezvous: no TCP port to race for
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
@@ -75,8 +80,8 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
 def test_channels_last_trains_as_contiguous_and_saves_contiguous_weights(tmp_path):
     for name, flag in (("nchw", "false"), ("nhwc", "true")):
         run(tiny_config(tmp_path / name, "--epochs", "2", "--channels_last", flag))
-    losses = {name: [r["loss"] for r in records(tmp_path / name) if "loss" in r] for name in ("nchw", "nhwc")}
-    assert losses["nhwc"] == pytest.approx(losses["nchw"], rel=1e-5) and len(losses["nhwc"]) == 2
+    assert losses(tmp_path / "nhwc") == pytest.approx(losses(tmp_path / "nchw"), rel=1e-5)
+    assert len(losses(tmp_path / "nhwc")) == 2
     weights = torch.load(tmp_path / "nhwc" / "model_latest.pt")
     assert all(w.is_contiguous() for w in weights.values())  # the original layout, loadable anywhere
     model, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
@@ -90,10 +95,13 @@ def test_the_compiled_step_trains_as_eager(tmp_path):
     records no graph, so this checks the compiled step and the loop around it; prepare() refuses
     the key without CUDA, the Trainer here is built directly. About 90 s of compilation when cold."""
     for name, extra in (("eager", []), ("compiled", ["--cuda_graphs", "true"])):
-        Trainer(tiny_config(tmp_path / name, "--epochs", "1", *extra), torch.device("cpu")).fit()
-    losses = {name: [r["train_loss"] for r in records(tmp_path / name) if "train_loss" in r]
-              for name in ("eager", "compiled")}
-    assert len(losses["eager"]) == 3 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)
+        trainer = Trainer(tiny_config(tmp_path / name, "--epochs", "1", *extra), torch.device("cpu"))
+        assert (trainer.step_model is trainer.ddp) == (name == "eager")  # the compiled run steps a compiled model
+        trainer.fit()
+    step_losses = {name: [r["train_loss"] for r in records(tmp_path / name) if "train_loss" in r]
+                   for name in ("eager", "compiled")}
+    assert len(step_losses["eager"]) == 3
+    assert step_losses["compiled"] == pytest.approx(step_losses["eager"], rel=1e-5)
 
 
 def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
@@ -103,10 +111,6 @@ def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
     run(first)
     resumed = tiny_config(tmp_path / "b", "--epochs", "3", "--resume", "auto")
     run(resumed)
-
-    def losses(folder):
-        return [r["loss"] for r in records(folder) if "loss" in r]
-
     assert len(losses(tmp_path / "a")) == 3
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     model, found = load_model(tmp_path / "b" / "model_latest.pt")
@@ -169,8 +173,7 @@ def test_quickstart_config_reduces_the_training_loss(tmp_path):
                          ["--data_path", str(DATA), "--epochs", "2", "--test_every", "15", "--data_test", "",
                           "--n_threads", "0", "--save", str(tmp_path / "qs")])
     run(config)
-    records = [json.loads(line) for line in (tmp_path / "qs" / "log.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if "loss" in r]
+    epochs = [r for r in records(tmp_path / "qs") if "loss" in r]
     assert len(epochs) == 2 and epochs[1]["loss"] < 0.8 * epochs[0]["loss"]
     assert all(r["step_ms"] > 0 and r["peak_memory_mb"] > 0 for r in epochs)  # the speed of each epoch
     assert (tmp_path / "qs" / "curves.png").is_file()
@@ -270,8 +273,7 @@ def test_resume_skips_a_truncated_checkpoint_and_drops_stale_log_records(finishe
     run(dict(config, epochs=3, resume="auto"))
     assert f"warning: cannot read checkpoint {newest} (truncated" in capsys.readouterr().err
     assert epochs_logged(save) == [1, 2, 3]
-    original = [r["loss"] for r in records(finished_run[0]) if "loss" in r]
-    assert [r["loss"] for r in records(save) if "loss" in r][:2] == original
+    assert losses(save)[:2] == losses(finished_run[0])
     assert not stale.exists()
 
 
