@@ -411,9 +411,8 @@ class Trainer:
                                                 precision=inference_precision(config["precision"]),
                                                 compile=config["compile"], channels_last=config["channels_last"])
         self.val_model.load_state_dict(self._eval_weights())
-        upscaler = self.val_upscaler
         return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],
-                                       upscaler=upscaler, data_range=config["data_range"],
+                                       upscaler=self.val_upscaler, data_range=config["data_range"],
                                        metric=config["metric"], progress=False)["psnr"]
                 for name in filter(None, config["data_test"].split("+"))}
 

@@ -50,6 +50,11 @@ def device_guard(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def pad_channels(c):
+    """The channel block of a kernel that holds all `c` channels: a power of two, at least 16 (tl.dot)."""
+    return max(16, triton.next_power_of_2(c))
+
+
 def emulate_bf16(dtype):
     """Whether bf16 dots and casts must be emulated (the interpreter with bf16 inputs)."""
     return bool(INTERPRET and dtype == torch.bfloat16)

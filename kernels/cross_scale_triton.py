@@ -52,6 +52,8 @@ backward 1 (S) + 1 (P~) + 2 (dP in two passes) + 1 (dR) + 1 (S_raw for the key n
 fp16 / bf16 inputs: P~ and dR are rounded to the input dtype before their products (as P and
 dS in flash attention); fp32 inputs multiply exactly in fp32 (input_precision="ieee").
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -59,7 +61,7 @@ import triton.language as tl
 
 from . import _triton_common as tc
 from ._triton_common import cast, mma
-from .cross_scale_torch import KEY_NORM_FLOOR, band_rows, box3x3, key_norms_squared
+from .cross_scale_torch import KEY_NORM_FLOOR, band_rows, box3x3, inv_key_norms, key_norms_squared
 
 FWD_BAND_BYTES = 48 << 20   # inference buffers of a band (R, P, P~): 1 x 192 x 192 stays under 64 MB
 BWD_BAND_BYTES = 256 << 20  # training buffers (forward; backward R, P, E, dSn, P~, dR): whole batches fit
@@ -98,15 +100,6 @@ def _pixels(start, rows0, nrows, W, BLOCK: tl.constexpr, IDX64: tl.constexpr):
     if IDX64:
         i = i.to(tl.int64)
     return rows0 + i // W, i % W, i < nrows * W
-
-
-@triton.jit
-def _keys(start, h, w, BLOCK: tl.constexpr, IDX64: tl.constexpr):
-    """BLOCK keys from `start` on the h x w grid: (y, x, mask)."""
-    l = start + tl.arange(0, BLOCK)
-    if IDX64:
-        l = l.to(tl.int64)
-    return l // w, l % w, l < h * w
 
 
 @triton.jit
@@ -149,7 +142,7 @@ def _gram_kernel(a_ptr, b_ptr, out_ptr, sa_n, sa_c, sa_h, sa_w, sb_n, sb_c, sb_h
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
-    ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
+    ly, lx, lm = _pixels(tl.program_id(1) * BLOCK_N, 0, h, w, BLOCK_N, IDX64)
     a_pix = a_ptr + n * sa_n + _pix(py, px, SA, sa_h, sa_w)[None, :]
     b_pix = b_ptr + n * sb_n + _pix(ly, lx, SB, sb_h, sb_w)[None, :]
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -179,7 +172,7 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_lo, r_hi, r_cap, p_row0, p_
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         for l0 in range(0, L, BLOCK_N):
-            ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+            ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
             sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * qk_scale
             s = _stencil(r_buf, r_lo, r_hi, r_cap, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
             s = tl.where(lm[None, :], s * sc[None, :], float("-inf"))
@@ -192,7 +185,7 @@ def _probs_kernel(r_ptr, invn_ptr, lse_ptr, p_ptr, r_lo, r_hi, r_cap, p_row0, p_
         lse = tl.load(lse_ptrs, mask=pm, other=0.0)
     p_rows = _slots(p_ptr + n * p_cap * W * L, py, px, p_cap, W, L)
     for l0 in range(0, L, BLOCK_N):
-        ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+        ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
         sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * qk_scale
         s = _stencil(r_buf, r_lo, r_hi, r_cap, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.exp2(s * sc[None, :] - lse[:, None])
@@ -208,7 +201,7 @@ def _spread_kernel(src_ptr, dst_ptr, src_lo, src_hi, src_cap, row0, nrows, W, h,
     n = tl.program_id(2).to(tl.int64)
     L = h * w
     py, px, pm = _pixels(tl.program_id(0) * BLOCK_M, row0, nrows, W, BLOCK_M, IDX64)
-    ly, lx, lm = _keys(tl.program_id(1) * BLOCK_N, h, w, BLOCK_N, IDX64)
+    ly, lx, lm = _pixels(tl.program_id(1) * BLOCK_N, 0, h, w, BLOCK_N, IDX64)
     x = _stencil(src_ptr + n * src_cap * W * L, src_lo, src_hi, src_cap, py, px, pm, ly, lx, lm, W, h, w,
                  SIGN, BLOCK_M, BLOCK_N)
     tl.store(_slots(dst_ptr + n * nrows * W * L, py, px, nrows, W, L) + (ly * w + lx)[None, :],
@@ -233,7 +226,7 @@ def _out_kernel(pt_ptr, v_ptr, out_ptr, sv_n, sv_c, sv_h, sv_w, so_n, so_c, so_h
     v_chan = v_ptr + n * sv_n + _chan(c, SS, sv_c, sv_h, sv_w)[:, None]
     acc = tl.zeros([BLOCK_M, BLOCK_V], tl.float32)
     for l0 in range(0, L, BLOCK_N):
-        ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+        ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
         pt = tl.load(pt_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         vt = tl.load(v_chan + _pix(ly, lx, SS, sv_h, sv_w)[None, :], mask=cm[:, None] & lm[None, :], other=0.0)
         acc = mma(pt, tl.trans(vt), acc, EMU_BF16)
@@ -255,13 +248,13 @@ def _ds_kernel(p_ptr, e_ptr, invn_ptr, ds_ptr, p_row0, p_nrows, y0, ncore, W, h,
     p_hi = p_row0 + p_nrows
     delta = tl.zeros([BLOCK_M], tl.float32)
     for l0 in range(0, L, BLOCK_N):
-        ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+        ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
         dp = _stencil(e_buf, p_row0, p_hi, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.load(p_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         delta += tl.sum(p * dp, 1)
     ds_rows = _slots(ds_ptr + n * ncore * W * L, py, px, ncore, W, L)
     for l0 in range(0, L, BLOCK_N):
-        ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+        ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
         dp = _stencil(e_buf, p_row0, p_hi, p_nrows, py, px, pm, ly, lx, lm, W, h, w, 1, BLOCK_M, BLOCK_N)
         p = tl.load(p_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         sc = tl.load(invn_ptr + n * L + ly * w + lx, mask=lm, other=0.0) * softmax_scale
@@ -283,7 +276,7 @@ def _dq_kernel(dr_ptr, k_ptr, dq_ptr, sk_n, sk_c, sk_h, sk_w, p_row0, p_nrows,
     k_chan = k_ptr + n * sk_n + (c * sk_c)[:, None]
     acc = tl.zeros([BLOCK_M, CKP], tl.float32)
     for l0 in range(0, L, BLOCK_N):
-        ly, lx, lm = _keys(l0, h, w, BLOCK_N, IDX64)
+        ly, lx, lm = _pixels(l0, 0, h, w, BLOCK_N, IDX64)
         dr = tl.load(dr_rows + (ly * w + lx)[None, :], mask=pm[:, None] & lm[None, :], other=0.0)
         kt = tl.load(k_chan + (ly * sk_h + lx * sk_w)[None, :], mask=cm[:, None] & lm[None, :], other=0.0)
         acc = mma(dr, tl.trans(kt), acc, EMU_BF16)
@@ -301,7 +294,7 @@ def _dk_kernel(dr_ptr, ds_ptr, r_ptr, q_ptr, dk_ptr, csum_ptr, sq_n, sq_c, sq_h,
     csum [G, L] += sum_p dSn S_raw over rows y0 .. (S_raw: stencil of the Gram buffer R)."""
     n = tl.program_id(1).to(tl.int64)
     L = h * w
-    ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
+    ly, lx, lm = _pixels(tl.program_id(0) * BLOCK_N, 0, h, w, BLOCK_N, IDX64)
     c = tl.arange(0, CKP)
     cm = c < C
     dr_buf = dr_ptr + n * p_nrows * W * L
@@ -338,7 +331,7 @@ def _dv_kernel(pt_ptr, g_ptr, dvs_ptr, sg_n, sg_c, sg_h, sg_w, y0, ncore,
     input dtype; Gs: space-to-depth of dL/dout)."""
     n = tl.program_id(2).to(tl.int64)
     L = h * w
-    ly, lx, lm = _keys(tl.program_id(0) * BLOCK_N, h, w, BLOCK_N, IDX64)
+    ly, lx, lm = _pixels(tl.program_id(0) * BLOCK_N, 0, h, w, BLOCK_N, IDX64)
     c = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
     if IDX64:
         c = c.to(tl.int64)
@@ -427,12 +420,6 @@ def _band_needs_int64(rows, W, L):
     return (max(y1 - y0 for y0, y1 in rows) + 4) * W * L >= _INT32_LIMIT
 
 
-def _key_norms(k):
-    """fp32 inv_n [N, L] = 1 / max(||3x3 patch||, floor), and whether each norm is above the floor."""
-    sq = key_norms_squared(k.float())
-    return sq.clamp_min(KEY_NORM_FLOOR ** 2).rsqrt().contiguous(), sq > KEY_NORM_FLOOR ** 2
-
-
 def _bands(n, H, W, L, budget, per_row, fixed):
     """(image groups, row bands) such that a band's buffers, per_row * rows + fixed bytes per
     W*L elements of one image, fit `budget`: whole images in as large groups as fit, else one
@@ -507,7 +494,7 @@ def _forward(q, k, v, s, a, training):
     if n * H * W * v.shape[1] == 0:                   # no output element: no launch
         return (v.new_zeros(n, v.shape[1], H * s, W * s), q.new_zeros(n, H * W, dtype=torch.float32),
                 q.new_zeros(n, L, dtype=torch.float32))
-    inv_n, _ = _key_norms(k)
+    inv_n = inv_key_norms(k.float()).contiguous()
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
     out = tc.new_output((n, v.shape[1], H * s, W * s), v)
     images, rows = _fwd_bands(n, H, W, L, q.element_size(), training)
@@ -544,13 +531,13 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
         return [torch.zeros_like(t) if need else None for t, need in zip((q, k, v), need)]
     if g.dtype != v.dtype:
         g = g.to(v.dtype)
-    dq = torch.zeros(n, ck, H * W, dtype=torch.float32, device=q.device)
-    dk = torch.zeros(n, ck, L, dtype=torch.float32, device=q.device)
-    csum = torch.zeros(n, L, dtype=torch.float32, device=q.device)
-    dvs = torch.zeros(n, C, L, dtype=torch.float32, device=q.device)
+    zeros = functools.partial(torch.zeros, dtype=torch.float32, device=q.device)
+    dq = zeros(n, ck, H * W) if need[0] else None
+    dk, csum = (zeros(n, ck, L), zeros(n, L)) if need[1] else (None, None)
+    dvs = zeros(n, C, L) if need[2] else None
     images, rows = _bwd_bands(n, H, W, L, q.element_size())
     meta = dict(IDX64=_needs_int64(q, k, v, g) or _band_needs_int64(rows, W, L), EMU_BF16=tc.emulate_bf16(q.dtype))
-    ckp = max(16, triton.next_power_of_2(ck))
+    ckp = tc.pad_channels(ck)
     with tc.device_guard(q):
         for i0, i1 in images:
             gi = i1 - i0
@@ -597,7 +584,7 @@ def _key_norm_backward(k, dk_direct, csum, inv_n):
     """dk = q dR (dk_direct, fp32 [N, Ck, L]) + k * box3x3(c), c_l = -inv_n^2 csum_l where the
     norm is above the floor (the gradient through 1/||3x3 patch||), 0 where it is floored."""
     n, ck, h, w = k.shape
-    _, above = _key_norms(k)
+    above = key_norms_squared(k.float()) > KEY_NORM_FLOOR ** 2
     c = torch.where(above, -inv_n * inv_n * csum, torch.zeros_like(csum)).view(n, 1, h, w)
     return dk_direct.view(n, ck, h, w) + k.float() * box3x3(c)
 

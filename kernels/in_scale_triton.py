@@ -338,7 +338,7 @@ def _pruner(config_sets, streamed):
         esize = args["q_ptr"].element_size()
         wanted = fp32_cfgs if esize == 4 else half_cfgs
         chosen = [c for c in configs if any(c is w for w in wanted)]
-        width = _pad(args["q_ptr"].shape[1]) + _pad(args["v_ptr"].shape[1])
+        width = tc.pad_channels(args["q_ptr"].shape[1]) + tc.pad_channels(args["v_ptr"].shape[1])
         fits = [c for c in chosen
                 if max(c.num_stages, 1) * c.kwargs[streamed] * width * esize <= _SMEM_BUDGET]
         if fits:
@@ -364,16 +364,12 @@ def _launch(name, grid_of, args, meta):
 
 # --------------------------------------------------------------------------- launchers
 
-def _pad(c):
-    return max(16, triton.next_power_of_2(c))
-
-
 def _new(shape, like, dtype=None):
     return tc.new_buffer(shape, like.dtype if dtype is None else dtype, like.device)
 
 
 def _meta(ck, cv, dtype):
-    return dict(CK=ck, CV=cv, DK=_pad(ck), DV=_pad(cv),
+    return dict(CK=ck, CV=cv, DK=tc.pad_channels(ck), DV=tc.pad_channels(cv),
                 EMU_BF16=tc.emulate_bf16(dtype))
 
 
