@@ -99,33 +99,32 @@ def test_fp32_matches_float64_reference(case):
     _check_fp32(case, q, k, v, g, shape[-1])
 
 
-# fp32 inputs: bytes of band buffers per query row and fixed (halo) rows, per W*L elements
-FWD_BYTES, BWD_BYTES = (12, 24), (24, 40)
+def _plans(n, H, W, s, cv, esize=4):
+    """The launchers' (forward, backward) band plans for q [n, *, H, W], v [n, cv, H, W]."""
+    L, C = (H // s) * (W // s), cv * s * s
+    return [cst.plan(n, H, W, L, C, esize, backward) for backward in (False, True)]
 
 
-def _budget(rows, per_row_and_fixed, W, L):
-    """Band budget in bytes that gives bands of `rows` query rows of one image."""
-    per_row, fixed = per_row_and_fixed
-    return (per_row * rows + fixed) * W * L
+def _budget_for_rows(rows, H, W, s, cv, esize=4):
+    """A band budget under which both passes run bands of at most `rows` query rows of one image."""
+    L, C = (H // s) * (W // s), cv * s * s
+    return min(cst.band_bytes(rows, min(H, rows + 2), W, L, C, esize, backward) for backward in (False, True))
 
 
-# (n, H, W, s, inference rows, training rows): 1-row bands; bands that do not divide H (first
-# and last band differ); 2 rows, where every band's halo reaches into both neighbours.
-BAND_CASES = [(2, 7, 4, 1, 1, 1), (1, 10, 6, 2, 3, 4), (1, 9, 6, 3, 2, 2), (1, 8, 4, 2, 5, 3)]
+# (n, H, W, s, rows): 1-row bands; bands that do not divide H (the last one shorter); 2 and 3
+# rows, where every band's halo rows belong to both neighbours.
+BAND_CASES = [(2, 7, 4, 1, 1), (1, 10, 6, 2, 4), (1, 9, 6, 3, 2), (1, 8, 4, 2, 3)]
 
 
-@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "n{}_{}x{}_s{}_inference{}_training{}".format(*c))
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "n{}_{}x{}_s{}_rows{}".format(*c))
 def test_bands_of_query_rows(monkeypatch, case):
-    """Inference (no autograd) bands by FWD_BAND_BYTES, training forward and backward by
-    BWD_BAND_BYTES."""
-    n, H, W, s, fwd_rows, bwd_rows = case
-    L = (H // s) * (W // s)
-    monkeypatch.setattr(cst, "FWD_BAND_BYTES", _budget(fwd_rows, FWD_BYTES, W, L))
-    monkeypatch.setattr(cst, "BWD_BAND_BYTES", _budget(bwd_rows, BWD_BYTES, W, L))
-    for (images, bands), rows in ((cst._fwd_bands(n, H, W, L, 4), fwd_rows),
-                                  (cst._bwd_bands(n, H, W, L, 4), bwd_rows)):
-        assert len(images) == n and bands[0] == (0, rows) and bands[-1][1] == H
-    assert len(cst._fwd_bands(n, H, W, L, 4, training=True)[1]) > 1      # the training forward is banded too
+    """Bands of query rows in the forward and the backward (BAND_BYTES), one image at a time."""
+    n, H, W, s, rows = case
+    monkeypatch.setattr(cst, "BAND_BYTES", _budget_for_rows(rows, H, W, s, 16))
+    for images, bands in _plans(n, H, W, s, 16):
+        assert images == [(i, i + 1) for i in range(n)]
+        assert len(bands) > 1 and bands[0][0] == 0 and bands[-1][1] == H
+        assert all(b[1] == c[0] for b, c in zip(bands, bands[1:])) and max(y1 - y0 for y0, y1 in bands) <= rows
     q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="strided", keys="mixed")
     _check_fp32(case, q, k, v, g, s)
     with torch.no_grad():
@@ -136,11 +135,12 @@ def test_bands_of_query_rows(monkeypatch, case):
 def test_image_groups(monkeypatch):
     """Whole images in groups of two: 3 images -> groups (0, 2), (2, 3)."""
     n, H, W, s = 3, 6, 4, 2
-    L = (H // s) * (W // s)
-    for name, bands_of, sizes in (("FWD_BAND_BYTES", cst._fwd_bands, FWD_BYTES),
-                                  ("BWD_BAND_BYTES", cst._bwd_bands, BWD_BYTES)):
-        monkeypatch.setattr(cst, name, 2 * _budget(H, sizes, W, L))
-        assert bands_of(n, H, W, L, 4) == ([(0, 2), (2, 3)], [(0, H)])
+    L, C = (H // s) * (W // s), 16 * s * s
+    whole = [cst.band_bytes(H, H, W, L, C, 4, backward) for backward in (False, True)]
+    monkeypatch.setattr(cst, "BAND_BYTES", 2 * max(whole))
+    for size, (images, bands) in zip(whole, _plans(n, H, W, s, 16)):
+        assert bands == [(0, H)]
+        assert images == [(0, 2), (2, 3)] if size == max(whole) else images[0] in ((0, 2), (0, 3))
     q, k, v, g = _inputs(n, 16, 16, H, W, s, layout="channels_last")
     _check_fp32("groups", q, k, v, g, s)
 
@@ -282,12 +282,67 @@ def test_channels_last_in_channels_last_out():
     assert plain.is_contiguous() and rel_err(out, plain) <= 1e-6   # the same sums, maybe reassociated
 
 
-def test_whole_image_inference_buffers_stay_under_64_mb():
-    """1 x 192 x 192, s = 2, fp16 (L = 9216): the forward's band buffers (R and P rings in fp32,
-    P~ in fp16) of the launchers' own plan hold under 64 MB; no H*W x L buffer (8.6 GB in fp16)."""
-    H = W = 192
-    L = (H // 2) * (W // 2)
-    images, rows = cst._fwd_bands(1, H, W, L, 2)
-    r_cap, p_cap = cst._ring_rows(rows, H)
-    band_bytes = W * L * (4 * r_cap + 4 * p_cap + 2 * (rows[0][1] - rows[0][0]))
-    assert images == [(0, 1)] and band_bytes < 64 * 2 ** 20, (rows[0], band_bytes / 2 ** 20)
+def test_band_plan_of_whole_images_and_training_batches():
+    """fp16, Ck 64, Cv 128, s 2 under the default 1 GiB: 1 x 192 x 192 runs bands of at least 32
+    rows (no H*W x L buffer: 1.3 GB for P alone), 16 x 48 x 48 whole batches in one band, and
+    every band's buffers stay under the budget."""
+    assert cst.BAND_BYTES == 1 << 30
+    for n, H in ((1, 192), (16, 48), (16, 96)):
+        L, C = (H // 2) ** 2, 512
+        for backward, (images, bands) in zip((False, True), _plans(n, H, H, 2, 128, esize=2)):
+            rows = max(y1 - y0 for y0, y1 in bands)
+            group = max(i1 - i0 for i0, i1 in images)
+            halo = H if len(bands) == 1 else min(H, rows + 2)
+            assert group * cst.band_bytes(rows, halo, H, L, C, 2, backward) <= cst.BAND_BYTES
+            assert rows >= 32
+            if H == 48:
+                assert images == [(0, 16)] and bands == [(0, 48)]
+            if H == 192:
+                assert len(bands) <= 3
+
+
+def _count_launches(fn):
+    """(Triton launches, other non-view torch ops) while fn() runs: what a GPU would launch. The
+    Triton launches are counted, not run (the interpreter runs them through torch ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = [0, 0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counts[1] += not (func.is_view or func.__name__.startswith(("empty", "detach", "lift_fresh")))
+            return func(*args, **(kwargs or {}))
+
+    launch, cst._launch = cst._launch, lambda *a, **k: counts.__setitem__(0, counts[0] + 1)
+    try:
+        with Count():
+            fn()
+    finally:
+        cst._launch = launch
+    return tuple(counts)
+
+
+def test_launches_per_band(monkeypatch):
+    """Launches grow with the number of bands only: not with the batch (one group) nor with the
+    image size inside a band. Per band: forward 2 Triton kernels + 2 torch ops (GEMM, shuffle
+    copy); backward 5 Triton kernels + 7 torch ops (4 GEMMs, 3 accumulations)."""
+    monkeypatch.setattr(tc, "POISON", False)   # NaN fills would count as launches
+    def launches(n, H, rows=None):
+        q, k, v, g = _inputs(n, 16, 16, H, 6, 2)
+        monkeypatch.setattr(cst, "BAND_BYTES", 1 << 40 if rows is None else _budget_for_rows(rows, H, 6, 2, 16))
+        bands = [len(p[1]) for p in _plans(n, H, 6, 2, 16)]
+        q, k, v = (t.detach() for t in (q, k, v))
+        out = []        # the launchers themselves: a dispatch mode does not see inside a custom op
+        fwd = _count_launches(lambda: out.extend(cst._forward(q, k, v, 2, 10.0, True)))
+        bwd = _count_launches(lambda: cst._backward(q, k, v, g, *out[1:], 2, 10.0, (True, True, True)))
+        return fwd, bwd, bands
+
+    fwd1, bwd1, bands = launches(1, 8)
+    assert bands == [1, 1] and launches(3, 8)[:2] == (fwd1, bwd1) and launches(1, 12)[:2] == (fwd1, bwd1)
+    for rows in (4, 2, 1):
+        fwd, bwd, (bf, bb) = launches(1, 8, rows)
+        assert bf > 1 and bb > 1
+        assert fwd == (2 * bf, fwd1[1] + 2 * (bf - 1)), (rows, fwd, fwd1, bf)
+        assert bwd == (5 * bb, bwd1[1] + 7 * (bb - 1)), (rows, bwd, bwd1, bb)
+    assert (fwd1, bwd1) == ((2, 12), (5, 34)), (fwd1, bwd1)   # the module docstring's counts
+    print("one band: forward (Triton, torch ops)", fwd1, "backward", bwd1)
