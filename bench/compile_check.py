@@ -1,11 +1,14 @@
 """Compile every Triton kernel of both operators, with every autotune candidate, for sm_90
-(H100 / H200) on a machine without a GPU; fail on a compile error or on register spills in
-fp16 / bf16.
+(H100 / H200) on a machine without a GPU; fail on a compile error, on register spills in
+fp16 / bf16, or on scalar main-operand loads in a hot kernel.
 
 A stand-in Triton driver reports a CUDA sm_90 target, so each launch of the operators' own
 launchers (on CPU tensors) compiles instead of running, and each autotuned launch compiles
 every candidate its pruner keeps. `ptxas -v` (bundled with Triton) then gives registers, spill
-bytes and the shared memory of each variant. Nothing runs: outputs are not computed.
+bytes and the shared memory of each variant, and `cuobjdump -sass` the global-memory
+instruction mix (LDG widths, LDGSTS = cp.async, UTMALDG = TMA, STG widths) and the tensor-core
+instructions (HGMMA / HMMA) per trip of the innermost loop that holds them. Nothing runs:
+outputs are not computed.
 
     python bench/compile_check.py [--dtype fp16 bf16 fp32] [--ops in_scale cross_scale] [--json PATH]
 """
@@ -27,10 +30,11 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime import autotuner, jit  # noqa: E402
 
 from bench import markdown  # noqa: E402
+from bench.sass import NO_SPILLS, mix_text, sass_mix, scalar_main_loads  # noqa: E402
 
 ARCH = 90
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-NO_SPILLS = ("fp16", "bf16")
 
 
 class _Sm90Driver:
@@ -67,7 +71,8 @@ class Recorder:
                 return None
             try:
                 compiled = recorder._jit_run(fn, *args, grid=grid, warmup=True, **kwargs)
-                recorder.rows[key] = dict(_ptxas(compiled), shared=compiled.metadata.shared)
+                recorder.rows[key] = dict(_ptxas(compiled), shared=compiled.metadata.shared,
+                                          **sass_mix(_sass(compiled.asm["cubin"])))
             except Exception as e:  # a compile failure is a finding, not a crash of the tool
                 recorder.rows[key] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
             return None
@@ -103,6 +108,14 @@ def _ptxas(compiled):
                 spill_load=found(r"(\d+) bytes spill loads"))
 
 
+def _sass(cubin):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        return subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", path], capture_output=True, text=True).stdout
+
+
 def drive_launchers(dtype, ops):
     """Run the operators' forward and backward launchers (once per scale) on CPU tensors."""
     from kernels import cross_scale_triton as cst
@@ -136,16 +149,19 @@ def main(argv=None):
     failed, cells = 0, []
     for (dtype, kernel, config), row in recorder.rows.items():
         if "error" in row:
-            verdict, stats = row["error"], ["", "", ""]
+            verdict, stats = row["error"], ["", "", "", "", ""]
         else:
             spilled = row["spill_store"] > 0 or row["spill_load"] > 0
             verdict = "SPILLS" if spilled and dtype in NO_SPILLS else ("spills (fp32 allowed)" if spilled else "ok")
-            stats = [row["regs"], f"{row['spill_store']}/{row['spill_load']}", f"{row['shared'] / 1024:.1f}"]
+            verdict = scalar_main_loads(dtype, kernel, row) or verdict
+            stats = [row["regs"], f"{row['spill_store']}/{row['spill_load']}", f"{row['shared'] / 1024:.1f}",
+                     mix_text(row["mix"]), row["mma_per_trip"]]
         failed += verdict not in ("ok", "spills (fp32 allowed)")
         cells.append([dtype, kernel, config, *stats, verdict])
-    print(markdown.table(["dtype", "kernel", "constexprs and config", "regs", "spill st/ld B", "shared KB", "verdict"],
-                         cells))
-    print(f"{len(recorder.rows)} variants compiled, {failed} failed (compile errors, or fp16/bf16 spills)")
+    print(markdown.table(["dtype", "kernel", "constexprs and config", "regs", "spill st/ld B", "shared KB",
+                          "global memory instructions (SASS)", "MMA / loop trip", "verdict"], cells))
+    print(f"{len(recorder.rows)} variants compiled, {failed} failed (compile errors, fp16/bf16 spills, "
+          "or scalar main-operand loads)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([dict(dtype=d, kernel=k, config=c, **r) for (d, k, c), r in recorder.rows.items()], f, indent=1)

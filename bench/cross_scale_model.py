@@ -1,92 +1,243 @@
-"""FLOP / byte model of the Triton cross-scale kernels (stencil form) on an H100 / H200, fp16.
+"""Line-access model of the cross-scale kernels on an H200 (fp16, Ck 64, Cv 128): calibrated on
+the kernels that were measured, then applied to the ones that replaced them.
 
-Written before any GPU run, from the launchers' own band plan (kernels.cross_scale_triton
-_fwd_bands / _bwd_bands): per band, each kernel's tensor-core work and its traffic, then
-    time = sum over kernels of max(FLOP / MMA_RATE, bytes / bandwidth) + launches * LAUNCH_S
-Traffic: every buffer element written once and read once per pass at HBM_BPS (buffers of a band
-that fit L2 are faster: the model is pessimistic there); a 9-tap stencil read costs three
-element reads (the dx taps share cache lines) from L2 at L2_BPS.
+A kernel's time is set by the 128-byte lines its warps touch in L1, not by FLOPs: one warp access
+costs one L1 wavefront per distinct line (lanes walking a strided dimension: one line per element),
+one wavefront per clock per SM, 132 SMs at CLOCK. Per launch:
 
-    python bench/cross_scale_model.py
+    SM time = sum over residency rounds of max(k * lines_cta, lines_cta + sync_trips * T_SYNC
+              + free_trips * T_FREE, tensor-core clocks of the round)
+    kernel  = max(SM time of the busiest SM / CLOCK, DRAM bytes / DRAM_BW) + T_LAUNCH
+
+(k co-resident CTAs share an L1; the latency chain of a CTA's dependent loop trips shows when it is
+alone). cuBLAS GEMMs and torch copies: max(FLOP / GEMM_RATE, bytes / DRAM_BW) + T_LAUNCH.
+
+Calibration (`calibration()`): the nine kernels of commit 322de4b (scalar loads with the lanes of a
+warp along the strided dimension: one line per element) against the x2 training profile of
+shared/measurements/h200-2026-12-04.md; tests/test_bench_tools.py asserts every kernel within 2x.
+
+    python bench/cross_scale_model.py        # calibration table, then the current kernels' predictions
 """
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TRITON_INTERPRET", "1")   # import the launchers without a GPU driver
 
+from bench import markdown  # noqa: E402
 from kernels import cross_scale_triton as cst  # noqa: E402
+from kernels.cross_scale_torch import band_rows  # noqa: E402
 
-MMA_RATE = 400e12   # FLOP/s a Triton tl.dot kernel sustains (40% of the 989 TFLOP/s dense fp16 peak)
-HBM_BPS = 3.5e12    # bytes/s (73% of the H200's 4.8 TB/s)
-L2_BPS = 7e12       # bytes/s, stencil re-reads
-LAUNCH_S = 8e-6     # host time per Triton launch when kernels are shorter than it
-CK, CV, E = 64, 128, 2  # channels, fp16 element size
+SMS, CLOCK = 132, 1.9e9          # SMs; clock at which one L1 line per clock per SM is reached
+T_SYNC, T_FREE = 2500, 50        # exposed cycles per barrier loop trip / per stencil tap (fitted, old kernels)
+T_LAUNCH = 3e-6                  # s per launch (launch, ramp, drain)
+DRAM_BW = 4.0e12                 # B/s achievable of the 4.8 TB/s HBM3e
+TC_PER_CLOCK = 660e12 / SMS / CLOCK   # fp16 tensor-core FLOP per clock per SM a good Triton kernel reaches
+GEMM_RATE = 550e12               # cuBLAS fp16 GEMM, K >= 64
+REGS, SMEM, THREADS = 65536, 227 * 1024, 2048
+CK, CV, E = 64, 128, 2
 
 
-def _kernel(flop=0.0, hbm=0.0, l2=0.0):
-    return max(flop / MMA_RATE, hbm / HBM_BPS + l2 / L2_BPS)
+@dataclass
+class Launch:
+    """One kernel launch: CTAs, L1 lines per CTA, (barrier trips, free trips) per CTA, DRAM bytes,
+    tensor-core FLOPs, and the CTA's warps / registers / shared bytes (occupancy)."""
+    name: str
+    ctas: int
+    lines: float
+    trips: tuple
+    dram: float
+    flops: float
+    warps: int
+    regs: int
+    smem: int = 0
+
+    def occupancy(self):
+        per_warp = -(-self.regs * 32 // 256) * 256
+        return max(1, min(REGS // (per_warp * self.warps), SMEM // self.smem if self.smem else 32,
+                          THREADS // (32 * self.warps), 32))
+
+    def seconds(self):
+        occ, left, cycles = self.occupancy(), -(-self.ctas // SMS), 0.0
+        mma = self.flops / max(1, self.ctas) / TC_PER_CLOCK
+        while left > 0:
+            k = min(occ, left)
+            cycles += max(k * self.lines, self.lines + self.trips[0] * T_SYNC + self.trips[1] * T_FREE, k * mma)
+            left -= k
+        return max(cycles / CLOCK, self.dram / DRAM_BW) + T_LAUNCH
 
 
-def _bands(plan, H, W, L):
-    """For each band of a (image groups, row bands) plan: the rows of R, of P and of the band
-    itself, and the elements of one row of a buffer."""
-    images, rows = plan
+def library(name, flops, dram):
+    """A cuBLAS GEMM or a torch copy: (name, seconds)."""
+    return name, max(flops / GEMM_RATE, dram / DRAM_BW) + T_LAUNCH
+
+
+def cdiv(a, b):
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------- calibration: commit 322de4b
+
+def _old_x2_launches(n=16, H=48, s=2):
+    """One training call (forward with training bands, backward) of the 322de4b kernels at their
+    H200-autotuned configs and ptxas registers / shared memory (fp16). Each of those kernels was one
+    band for the whole batch at 16 x 48 x 48. Lines: scalar loads, lanes along the strided dimension."""
+    W, L, C = H, (H // s) ** 2, CV * s * s
+    P = n * H * W
+    out = []
+    # gram R = q^T k and E = Gs^T Vs: M128 N128 C32, 8 warps; per C step M + N/s... lines, + fp32 store
+    for rows, c, sa, regs in ((H, CK, 1, 235), (H, CK, 1, 235), (H, C, s, 233)):
+        it = cdiv(c, 32)
+        out.append(Launch("_gram_kernel", cdiv(rows * W, 128) * cdiv(L, 128) * n, it * (32 * 128 / sa * 2) + 128 * 128,
+                          (it + 1, 0), n * rows * W * L * 4, 2.0 * c * rows * W * L * n, 8, regs, 16384))
+    frac = L / (cdiv(L, 64) * 64)
+    out.append(Launch("_probs_kernel", cdiv(P, 32), cdiv(L, 64) * 32 * 64 * frac * 19 + 2 * 32 * 64 / 32,
+                      (0, cdiv(L, 64) * 18), P * L * 12, 0, 4, 144, 512))        # forward: stats + write
+    out.append(Launch("_probs_kernel", cdiv(P, 32), cdiv(L, 128) * 32 * 128 * L / (cdiv(L, 128) * 128) * 10,
+                      (0, cdiv(L, 128) * 9), P * L * 8, 0, 8, 158))              # backward recompute
+    for _ in range(3):                                                          # P~ (fwd, bwd), dR
+        out.append(Launch("_spread_kernel", cdiv(P, 32) * cdiv(L, 64), 10 * 32 * 64 * frac, (0, 9), P * L * 6, 0, 4, 87))
+    out.append(Launch("_out_kernel", cdiv(P, 64) * cdiv(C, 256), cdiv(L, 32) * (64 * 32 + 256 * 32 / s) + 64 * 256 / 16,
+                      (cdiv(L, 32) + 1, 0), P * L * 2 * 2 + C * L * 2 * n, 2.0 * C * P * L, 8, 178, 20480))
+    out.append(Launch("_dv_kernel", cdiv(L, 128) * cdiv(C, 128) * n,
+                      cdiv(H * W, 64) * (64 * 128 * L / (cdiv(L, 128) * 128) + 128 * 64 / s),
+                      (cdiv(H * W, 64) + 1, 0), P * L * 2 * 4, 2.0 * C * P * L, 8, 255, 32768))
+    frac128 = L / (cdiv(L, 128) * 128)
+    out.append(Launch("_ds_kernel", cdiv(P, 32), cdiv(L, 128) * 32 * 128 * frac128 * 21, (0, cdiv(L, 128) * 18),
+                      P * L * 16, 0, 8, 174, 1024))
+    out.append(Launch("_dq_kernel", cdiv(P, 64), cdiv(L, 32) * (64 * 32 + CK * 32) + 64 * CK / 16,
+                      (cdiv(L, 32) + 1, 0), P * L * 2, 2.0 * CK * P * L, 4, 167, 8192))
+    out.append(Launch("_dk_kernel", cdiv(L, 64) * n, cdiv(H * W, 64) * (64 * 64 * frac + CK * 64) + cdiv(H * W, 64) * 10 * 64 * 64 * frac,
+                      (cdiv(H * W, 64) + 1, cdiv(H * W, 64) * 9), P * L * 10, 2.0 * CK * P * L, 8, 238, 16384))
+    return out
+
+
+# ms per training call in the x2 step (3 steps x 12 calls), H200 profile of 2026-12-04
+MEASURED_X2_MS = {"_gram_kernel": 50.5 / 36, "_probs_kernel": 92.8 / 36, "_spread_kernel": 99.2 / 36,
+                  "_out_kernel": 22.5 / 36, "_ds_kernel": 67.4 / 36, "_dk_kernel": 70.7 / 36, "_dv_kernel": 38.1 / 36}
+
+
+def calibration():
+    """[(kernel, measured ms, modelled ms)] per training call at 16 x 48 x 48, s 2."""
+    model = {}
+    for launch in _old_x2_launches():
+        model[launch.name] = model.get(launch.name, 0.0) + launch.seconds() * 1e3
+    return [(name, ms, model[name]) for name, ms in MEASURED_X2_MS.items()]
+
+
+# ----------------------------------------------------------------------------- the current kernels
+
+# autotune candidates the model takes for each kernel (fp16, Triton 3.9 ptxas: registers, shared bytes)
+PROBS = dict(M=128, N=64, warps=8, regs=128, smem=73728)
+STENCIL = dict(M=32, N=128, warps=4, regs=124)
+DS = dict(M=64, N=64, warps=8, regs=94)
+
+
+def _probs_launch(rows, g, W, L, stats):
+    """Nine [M, CK] and [N, CK] operand tiles per key tile per pass (one line per pixel row of 64
+    fp16 channels, cp.async), the P tile store (key-contiguous, 128-bit)."""
+    m, nb = PROBS["M"], PROBS["N"]
+    passes = 2 if stats else 1
+    trips = cdiv(L, nb) * passes
+    lines = trips * 9 * (m + nb) + cdiv(L, nb) * m * nb * E / 128
+    return Launch("probs", cdiv(rows * W, m) * g, lines, (0, 0), g * (rows * W * L * E + (rows * W + L) * CK * E),
+                  2.0 * 9 * CK * rows * W * L * g * passes, PROBS["warps"], PROBS["regs"], PROBS["smem"])
+
+
+def _stencil_launch(rows, g, W, L, out_bytes, rowdot):
+    """Nine shifted [M, N] tiles (unaligned: each row spans one line more), the store, and the
+    weight tile for delta; DRAM: the source once, the destination once."""
+    m, nb = STENCIL["M"], STENCIL["N"]
+    per_row = nb * E / 128
+    lines = cdiv(L, nb) * (9 * m * (per_row + 1) + m * nb * out_bytes / 128 + (m * per_row if rowdot else 0))
+    dram = g * rows * W * L * (E * (2 if rowdot else 1) + out_bytes)
+    return Launch("stencil", cdiv(rows * W, m) * g, lines, (0, cdiv(L, nb) * 9), dram, 0, STENCIL["warps"],
+                  STENCIL["regs"])
+
+
+def _ds_launch(rows, g, W, L):
+    m, nb = DS["M"], DS["N"]
+    lines = cdiv(rows * W, m) * m * nb * (E + 4 + E) / 128
+    return Launch("ds", cdiv(L, nb) * g, lines, (0, 0), g * rows * W * L * (E + 4 + E), 0, DS["warps"], DS["regs"])
+
+
+def forward_parts(n, H, W, s):
+    """[(name, seconds)] of one forward call: the launchers' own band plan."""
+    L, C = (H // s) * (W // s), CV * s * s
+    images, rows = cst.plan(n, H, W, L, C, E, backward=False)
+    parts = [library("layouts (pad q, k; unshuffle v)", 0, E * n * (2 * CK * H * W + 2 * CV * H * W))]
     for i0, i1 in images:
+        g = i1 - i0
         for y0, y1 in rows:
-            r_rows, p_rows = cst.band_rows(y0, y1, H, 2), cst.band_rows(y0, y1, H, 1)
-            yield (*(b - a for a, b in (r_rows, p_rows, (y0, y1))), (i1 - i0) * W * L)
+            p0, p1 = band_rows(y0, y1, H, 1)
+            parts.append(("probs", _probs_launch(p1 - p0, g, W, L, True).seconds()))
+            parts.append(("stencil", _stencil_launch(y1 - y0, g, W, L, E, False).seconds()))
+            parts.append(library("out GEMM (cuBLAS)", 2.0 * C * (y1 - y0) * W * L * g,
+                                 E * g * ((y1 - y0) * W * (L + C) + L * C)))
+            parts.append(library("pixel-shuffle copy", 0, 2 * E * g * (y1 - y0) * W * C))
+    return parts
 
 
-def forward_seconds(n, H, W, s, training):
+def backward_parts(n, H, W, s):
     L, C = (H // s) * (W // s), CV * s * s
-    plan = cst._fwd_bands(n, H, W, L, E, training)
-    total, launches = 0.0, 0
-    for _, _, cr, unit in _bands(plan, H, W, L):     # ring buffers: each band's new rows of R and P only
-        total += _kernel(flop=2 * cr * unit * CK, hbm=4 * cr * unit)              # gram -> R
-        total += _kernel(hbm=4 * cr * unit, l2=2 * 3 * 4 * cr * unit)             # probs: 2 passes
-        total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
-        total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # out
-        launches += 4
-    return total + launches * LAUNCH_S, launches, plan[1]
+    images, rows = cst.plan(n, H, W, L, C, E, backward=True)
+    parts = [library("layouts (pad, tokens, unshuffle dL/dout)", 0, E * n * (4 * CK * H * W + 2 * C * H * W))]
+    for i0, i1 in images:
+        g = i1 - i0
+        for y0, y1 in rows:
+            p0, p1 = band_rows(y0, y1, H, 1)
+            pr, cr = p1 - p0, y1 - y0
+            parts += [("probs", _probs_launch(pr, g, W, L, False).seconds()),
+                      ("stencil", _stencil_launch(cr, g, W, L, E, False).seconds()),
+                      library("dV GEMM (cuBLAS)", 2.0 * C * cr * W * L * g, E * g * cr * W * (L + C) + 8 * g * L * C),
+                      library("E GEMM (cuBLAS)", 2.0 * C * pr * W * L * g, E * g * pr * W * (L + C)),
+                      ("stencil", _stencil_launch(cr, g, W, L, 4, True).seconds()),
+                      ("ds", _ds_launch(cr, g, W, L).seconds()),
+                      ("stencil", _stencil_launch(pr, g, W, L, E, False).seconds()),
+                      library("dq, dk GEMMs (cuBLAS)", 4.0 * CK * pr * W * L * g, 2 * E * g * pr * W * L)]
+    return parts
 
 
-def backward_seconds(n, H, W, s):
-    L, C = (H // s) * (W // s), CV * s * s
-    total, launches = 0.0, 0
-    for rr, pr, cr, unit in _bands(cst._bwd_bands(n, H, W, L, E), H, W, L):
-        total += _kernel(flop=2 * rr * unit * CK, hbm=4 * rr * unit)              # gram -> R
-        total += _kernel(hbm=4 * pr * unit, l2=3 * 4 * pr * unit)                 # probs: 1 pass
-        total += _kernel(hbm=E * cr * unit, l2=3 * 4 * cr * unit)                 # spread -> P~
-        total += _kernel(flop=2 * cr * unit * C, hbm=E * cr * unit * max(1, C // 128))  # dv
-        total += _kernel(flop=2 * pr * unit * C, hbm=4 * pr * unit)               # gram -> E
-        total += _kernel(hbm=4 * cr * unit * 3, l2=2 * 3 * 4 * cr * unit)         # ds: 2 passes
-        total += _kernel(hbm=E * pr * unit, l2=3 * 4 * pr * unit)                 # spread -> dR
-        total += _kernel(flop=2 * pr * unit * CK, hbm=E * pr * unit)              # dq
-        total += _kernel(flop=2 * pr * unit * CK, hbm=(E * pr + 4 * cr) * unit,
-                         l2=3 * 4 * cr * unit)                                    # dk + S_raw
-        launches += 9
-    return total + launches * LAUNCH_S, launches
+def summed(parts):
+    total = {}
+    for name, sec in parts:
+        total[name] = total.get(name, 0.0) + sec
+    return total
 
 
-def extra_forward_bytes(n, H, W, s):
-    """Band buffers of the forward: the R and P rings and P~, over the bands."""
-    L = (H // s) * (W // s)
-    return max(unit * (4 * (rr + pr) + E * cr) for rr, pr, cr, unit in _bands(cst._fwd_bands(n, H, W, L, E), H, W, L))
+SHAPES = ((16, 48, 2), (16, 48, 3), (16, 96, 2), (1, 192, 2))
+
+
+def predictions():
+    """[(shape, forward ms, forward+backward ms, launches fwd / fwd+bwd, extra MiB fwd / bwd)]."""
+    rows = []
+    for n, H, s in SHAPES:
+        L, C = (H // s) ** 2, CV * s * s
+        fwd, bwd = forward_parts(n, H, H, s), backward_parts(n, H, H, s)
+        mib = []
+        for backward in (False, True):
+            images, bands = cst.plan(n, H, H, L, C, E, backward)
+            r = max(y1 - y0 for y0, y1 in bands)
+            halo = H if len(bands) == 1 else min(H, r + 2)
+            mib.append(max(i1 - i0 for i0, i1 in images) * cst.band_bytes(r, halo, H, L, C, E, backward) / 2 ** 20)
+        rows.append((f"{n}x{H}x{H} s{s}", sum(t for _, t in fwd) * 1e3, sum(t for _, t in fwd + bwd) * 1e3,
+                     f"{len(fwd)} / {len(fwd) + len(bwd)}", f"{mib[0]:.0f} / {mib[1]:.0f}"))
+    return rows
 
 
 def main():
-    print(f"model: {MMA_RATE / 1e12:.0f} TFLOP/s, HBM {HBM_BPS / 1e12:.1f} TB/s, L2 {L2_BPS / 1e12:.0f} TB/s, "
-          f"{LAUNCH_S * 1e6:.0f} us a launch; Ck {CK}, Cv {CV}, fp16")
-    print("| shape | inference fwd ms (launches, rows a band, extra MB) | training fwd ms | fwd+bwd ms |")
-    print("|---|---|---|---|")
-    for n, H, W, s in ((16, 48, 48, 2), (16, 48, 48, 3), (1, 192, 192, 2), (16, 96, 96, 2)):
-        fwd, launches, rows = forward_seconds(n, H, W, s, training=False)
-        train_fwd, _, _ = forward_seconds(n, H, W, s, training=True)
-        bwd, _ = backward_seconds(n, H, W, s)
-        print(f"| {n} x {H} x {W}, s {s} | {fwd * 1e3:.2f} ({launches}, {rows[0][1] - rows[0][0]}, "
-              f"{extra_forward_bytes(n, H, W, s) / 2 ** 20:.0f}) | {train_fwd * 1e3:.2f} | "
-              f"{(train_fwd + bwd) * 1e3:.2f} |")
+    print("Calibration: the 322de4b kernels, one training call at 16x48x48 s2 (x2 step profile, H200)")
+    print(markdown.table(["kernel", "measured ms", "model ms", "measured / model"],
+                         [[k, f"{m:.3f}", f"{p:.3f}", f"{m / p:.2f}"] for k, m, p in calibration()]))
+    print("\nPrediction for the current kernels (fp16, Ck 64, Cv 128; launches counted per modelled part)")
+    print(markdown.table(["shape", "forward ms", "forward+backward ms", "launches fwd / fwd+bwd (modelled parts)",
+                          "band buffers MiB fwd / bwd"],
+                         [[a, f"{b:.3f}", f"{c:.3f}", d, e] for a, b, c, d, e in predictions()]))
+    for n, H, s in SHAPES[:1] + SHAPES[3:]:
+        parts = summed(forward_parts(n, H, H, s) + backward_parts(n, H, H, s))
+        print(f"\n{n}x{H}x{H} s{s} forward+backward by part (ms): "
+              + ", ".join(f"{k} {v * 1e3:.3f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
 
 
 if __name__ == "__main__":

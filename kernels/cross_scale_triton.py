@@ -59,7 +59,7 @@ from .cross_scale_torch import KEY_NORM_FLOOR, band_rows, box3x3, inv_key_norms,
 
 BAND_BYTES = 1 << 30   # band buffers of one call (forward or backward), bytes; settable
 _INT32_LIMIT = 2 ** 31 - 1
-LN2 = 0.6931471805599453
+LN2 = tl.constexpr(0.6931471805599453)   # a jit global must be a constexpr
 # Sizes and strides are not specialised (no recompilation per image size); L is, so that Triton
 # sees 16-element alignment of key rows in the band buffers (128-bit loads where L % 16 == 0).
 _SIZE_ARGS = ["row0", "nrows", "y0", "y1", "src_lo", "src_rows", "dst_lo", "dst_rows", "wgt_lo", "wgt_rows",
@@ -162,7 +162,7 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
         ki = l // w
         kj = l % w
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for t in tl.static_range(9):   # unrolled: nine independent coalesced loads in flight
+        for t in range(9):   # a runtime loop: unrolled, the nine tiles' 64-bit pointers would all be live
             dy = SIGN * (t // 3 - 1)
             dx = SIGN * (t % 3 - 1)
             ys = y + dy
