@@ -30,8 +30,19 @@ def requires_gpu_for(backend):
         pytest.skip("Triton kernels are benchmarked on a GPU only (the CPU interpreter is not a speed measure)")
 
 
-def measure(benchmark, make_inputs, fn, flop, rounds):
-    """Time fn(*inputs) with inputs rotated over 3 sets; record TFLOP/s, memory and versions."""
+def cuda_launches(fn):
+    """Kernels one call of fn launches on the GPU (torch.profiler; None without CUDA)."""
+    if not CUDA:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def measure(benchmark, make_inputs, fn, flop, rounds, io_bytes=0):
+    """Time fn(*inputs) with inputs rotated over 3 sets; record TFLOP/s, TB/s of io_bytes, memory,
+    GPU launches per call and versions."""
     sets = [make_inputs() for _ in range(3)]
     counter = iter(range(10**9))
 
@@ -52,6 +63,8 @@ def measure(benchmark, make_inputs, fn, flop, rounds):
         "device": DEVICE_NAME, "torch": torch.__version__, "triton": TRITON_VERSION,
         "dtype": str(DTYPE).replace("torch.", ""), "median_ms": median * 1e3,
         "tflops": flop / median / 1e12 if flop else None,
+        "tbps": io_bytes / median / 1e12 if io_bytes else None,
         "peak_extra_mb": (torch.cuda.max_memory_allocated() - base) / 2**20 if CUDA else None,
+        "launches": cuda_launches(call),
     })
     return median

@@ -1,7 +1,7 @@
 """Compact table of a `pytest bench --benchmark-json PATH` run.
 
-One row per benchmark: group, backend, median, TFLOP/s, peak memory beyond inputs, and the
-speed-up of each row over every other backend of its group (measured in the same run).
+One row per benchmark: group, backend, median, TFLOP/s, TB/s, peak memory beyond inputs, GPU
+launches per call, and the speed-up of each row over every other backend of its group (measured in the same run).
 
     python bench/summarize.py PATH
 """
@@ -25,7 +25,8 @@ def rows(report):
             speedups = ", ".join(f"{medians[other] / m['stats']['median']:.2f}x vs {other}"
                                  for other in medians if other != backend)
             out.append({"group": group, "backend": backend, "median_ms": m["stats"]["median"] * 1e3,
-                        "tflops": info.get("tflops"), "peak_extra_mb": info.get("peak_extra_mb"),
+                        "tflops": info.get("tflops"), "tbps": info.get("tbps"),
+                        "peak_extra_mb": info.get("peak_extra_mb"), "launches": info.get("launches"),
                         "speedups": speedups})
     return out
 
@@ -35,10 +36,12 @@ def format_table(report):
     head = (f"{first.get('device')}, torch {first.get('torch')}, Triton {first.get('triton')}, "
             f"{first.get('dtype')}, {report.get('datetime', '')[:10]}")
     cells = [[r["group"], r["backend"], f"{r['median_ms']:.3f}", f"{r['tflops']:.3g}" if r["tflops"] else "-",
-              f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-", r["speedups"]]
+              f"{r['tbps']:.3g}" if r["tbps"] else "-",
+              f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-",
+              r["launches"] if r["launches"] is not None else "-", r["speedups"]]
              for r in rows(report)]
     return head + "\n\n" + markdown.table(
-        ["benchmark", "backend", "median ms", "TFLOP/s", "peak extra MB", "speed-up"], cells)
+        ["benchmark", "backend", "median ms", "TFLOP/s", "TB/s", "peak extra MB", "launches", "speed-up"], cells)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,16 @@ FLOP counts (multiply-add = 2), the minimal work of each operator's form:
   in-scale:    forward 2 * N * (HW)^2 * (Ck + Cv); forward+backward 3.5x that
   cross-scale: forward 2 * N * HW * L * (Ck + Cv s^2), L = HW / s^2 (the diagonal-stencil form);
                forward+backward adds 2 * N * HW * L * (3 Ck + 2 Cv s^2)
-so TFLOP/s compare backends on one yardstick (the per-image baseline does 9x the value work).
+so TFLOP/s compare backends on one yardstick (the per-image and batched baselines do 9x the value
+work). TB/s counts the unique bytes of the inputs, the output and (fwd+bwd) their gradients.
 """
 import pytest
 import torch
 
 import kernels
 from bench.conftest import CUDA, DEVICE, DTYPE, measure, requires_gpu_for
-from kernels.reference import cross_scale_attention_reference, in_scale_attention_reference
+from kernels.reference import (cross_scale_attention_batched, cross_scale_attention_reference,
+                               in_scale_attention_reference)
 
 # name -> (N, H, W, s, Ck, Cv)
 SHAPES = {
@@ -49,19 +51,22 @@ def run(op, backward):
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("backend", ["triton", "torch", "per-image"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "batched", "per-image"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_cross_scale(benchmark, shape, backend, backward):
     requires_gpu_for(backend)
     n, h, w, s, ck, cv = SHAPES[shape]
     if backend == "per-image":
         op = lambda q, k, v: cross_scale_attention_reference(q, k, v, s)  # noqa: E731
+    elif backend == "batched":
+        op = lambda q, k, v: cross_scale_attention_batched(q, k, v, s)  # noqa: E731
     else:
         op = lambda q, k, v: kernels.cross_scale_attention(q, k, v, s, backend=backend)  # noqa: E731
     pairs = n * h * w * (h // s) * (w // s)
     flop = 2 * pairs * (ck + cv * s * s) + (2 * pairs * (3 * ck + 2 * cv * s * s) if backward else 0)
+    io = n * h * w * (ck + ck / s ** 2 + cv + cv * s * s) * torch.finfo(DTYPE).bits // 8 * (2 if backward else 1)
     benchmark.group = f"cross-scale {shape} {'fwd+bwd' if backward else 'fwd'}"
-    measure(benchmark, inputs(n, h, w, s, ck, cv, backward), run(op, backward), flop, rounds(h, w))
+    measure(benchmark, inputs(n, h, w, s, ck, cv, backward), run(op, backward), flop, rounds(h, w), io)
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
@@ -75,5 +80,6 @@ def test_in_scale(benchmark, shape, backend, backward):
     else:
         op = lambda q, k, v: kernels.in_scale_attention(q, k, v, backend=backend)  # noqa: E731
     flop = 2 * n * (h * w) ** 2 * (ck + cv) * (3.5 if backward else 1)
+    io = n * h * w * (2 * ck + 2 * cv) * torch.finfo(DTYPE).bits // 8 * (2 if backward else 1)
     benchmark.group = f"in-scale {shape} {'fwd+bwd' if backward else 'fwd'}"
-    measure(benchmark, inputs(n, h, w, 1, ck, cv, backward), run(op, backward), flop, rounds(h, w))
+    measure(benchmark, inputs(n, h, w, 1, ck, cv, backward), run(op, backward), flop, rounds(h, w), io)

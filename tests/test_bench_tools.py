@@ -19,14 +19,14 @@ def test_error_table_runs_both_kernels_and_passes(tmp_path):
 def test_summary_reports_speedups_within_a_group():
     report = {"datetime": "2026-11-27T00:00:00", "benchmarks": [
         {"group": "g", "params": {"backend": "triton"}, "stats": {"median": 0.001},
-         "extra_info": {"tflops": 400.0, "peak_extra_mb": 12.0, "device": "GPU", "torch": "t", "triton": "x",
-                        "dtype": "float16"}},
+         "extra_info": {"tflops": 400.0, "tbps": 1.5, "peak_extra_mb": 12.0, "launches": 14, "device": "GPU",
+                        "torch": "t", "triton": "x", "dtype": "float16"}},
         {"group": "g", "params": {"backend": "torch"}, "stats": {"median": 0.004},
          "extra_info": {"tflops": 100.0, "peak_extra_mb": 900.0}},
     ]}
     table = summarize.format_table(report)
-    assert "| g | triton | 1.000 | 400 | 12 | 4.00x vs torch |" in table
-    assert "| g | torch | 4.000 | 100 | 900 | 0.25x vs triton |" in table
+    assert "| g | triton | 1.000 | 400 | 1.5 | 12 | 14 | 4.00x vs torch |" in table
+    assert "| g | torch | 4.000 | 100 | - | 900 | - | 0.25x vs triton |" in table
 
 
 def test_every_autotune_candidate_runs_and_passes(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels
-from kernels.reference import cross_scale_attention_reference, in_scale_attention_reference
+from kernels.reference import cross_scale_attention_batched, cross_scale_attention_reference, in_scale_attention_reference
 from tests.numerics import rel_err
 
 
@@ -41,6 +41,7 @@ def test_cross_scale_matches_per_image_formulation(s, n, ck, cv, h, w, chunk):
     out = kernels.cross_scale_attention(q, k, v, s, backend="torch", chunk_elements=chunk)
     assert out.shape == (n, cv, s * h, s * w)
     assert rel_err(out, cross_scale_attention_reference(q, k, v, s)) < 1e-13
+    assert rel_err(cross_scale_attention_batched(q, k, v, s), cross_scale_attention_reference(q, k, v, s)) < 1e-13
 
 
 def test_cross_scale_key_norm_floor():
