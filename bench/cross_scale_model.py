@@ -146,11 +146,12 @@ def _probs_launch(rows, g, W, L, stats):
 
 
 def _stencil_launch(rows, g, W, L, out_bytes, rowdot):
-    """Nine shifted [M, N] tiles (unaligned: each row spans one line more), the store, and the
-    weight tile for delta; DRAM: the source once, the destination once."""
+    """Nine shifted [M, N] tiles of 16-bit loads (a warp instruction reads 64 contiguous bytes at an
+    odd offset: 1.5 lines on average), the 128-bit store and the weight tile for delta; DRAM: the
+    source once, the destination once."""
     m, nb = STENCIL["M"], STENCIL["N"]
     per_row = nb * E / 128
-    lines = cdiv(L, nb) * (9 * m * (per_row + 1) + m * nb * out_bytes / 128 + (m * per_row if rowdot else 0))
+    lines = cdiv(L, nb) * (9 * m * (nb / 32) * 1.5 + m * nb * out_bytes / 128 + (m * per_row if rowdot else 0))
     dram = g * rows * W * L * (E * (2 if rowdot else 1) + out_bytes)
     return Launch("stencil", cdiv(rows * W, m) * g, lines, (0, cdiv(L, nb) * 9), dram, 0, STENCIL["warps"],
                   STENCIL["regs"])

@@ -230,7 +230,7 @@ def _small_tiles_for_fp32(configs, named_args, **_):
 # name -> (autotune candidates, the fixed config of the interpreter / CSNLN_TRITON_AUTOTUNE=0)
 _CONFIGS = {
     "probs": ([_c(4, 3, BLOCK_M=64, BLOCK_N=64), _c(8, 3, BLOCK_M=128, BLOCK_N=64),
-               _c(8, 3, BLOCK_M=64, BLOCK_N=128), _c(8, 2, BLOCK_M=128, BLOCK_N=128)],
+               _c(8, 3, BLOCK_M=64, BLOCK_N=128)],
               dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
     "stencil": ([_c(4, 1, BLOCK_M=16, BLOCK_N=128), _c(4, 1, BLOCK_M=32, BLOCK_N=128),
                  _c(8, 1, BLOCK_M=32, BLOCK_N=256), _c(8, 1, BLOCK_M=64, BLOCK_N=128)],
