@@ -114,6 +114,8 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
         l_i = tl.zeros([BLOCK_M], tl.float32)
         for l0 in range(0, L, BLOCK_N):
             l = l0 + tl.arange(0, BLOCK_N)
+            if IDX64:
+                l = l.to(tl.int64)
             lm = l < L
             lc = tl.minimum(l, L - 1)
             sc = tl.load(invn_ptr + n * L + lc) * qk_scale
@@ -129,6 +131,8 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
     p_rows = p_ptr + n * nrows * W * L + (i * L)[:, None]
     for l0 in range(0, L, BLOCK_N):
         l = l0 + tl.arange(0, BLOCK_N)
+        if IDX64:
+            l = l.to(tl.int64)
         lm = l < L
         lc = tl.minimum(l, L - 1)
         sc = tl.load(invn_ptr + n * L + lc) * qk_scale
@@ -335,9 +339,9 @@ def _meta(dtype, rows, W, L, *tensors):
     return dict(IDX64=_needs_int64(*tensors) or _band_needs_int64(rows, W, L), EMU_BF16=tc.emulate_bf16(dtype))
 
 
-def _forward(q, k, v, s, a, training):
+def _forward(q, k, v, s, a):
     """-> out [N, Cv, sH, sW] (v's dtype and memory format), lse [N, HW] (base 2, fp32),
-    inv_n [N, L] (fp32). `training` is kept for the op's signature: one band plan serves both."""
+    inv_n [N, L] (fp32)."""
     n, ck, H, W = q.shape
     h, w, L, C = H // s, W // s, (H // s) * (W // s), v.shape[1] * s * s
     out = tc.new_output((n, v.shape[1], H * s, W * s), v)
@@ -433,14 +437,14 @@ def _key_norm_backward(k, dk_direct, csum, inv_n):
 
 @torch.library.custom_op("csnln::cross_scale_attention_fwd", mutates_args=())
 @tc.without_autocast
-def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int, softmax_scale: float,
-            training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: int,
+            softmax_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> out [N, Cv, sH, sW], lse [N, HW] (base 2, fp32), inv_n [N, L] (fp32)."""
-    return _forward(q, k, v, scale, softmax_scale, training)
+    return _forward(q, k, v, scale, softmax_scale)
 
 
 @_fwd_op.register_fake
-def _(q, k, v, scale, softmax_scale, training):
+def _(q, k, v, scale, softmax_scale):
     n, _, H, W = q.shape
     return (tc.new_output((n, v.shape[1], H * scale, W * scale), v), q.new_empty(n, H * W, dtype=torch.float32),
             q.new_empty(n, (H // scale) * (W // scale), dtype=torch.float32))
@@ -461,14 +465,14 @@ def _(grad_out, q, k, v, lse, inv_n, scale, softmax_scale, need_dq, need_dk, nee
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, ctx.scale, ctx.softmax_scale, _ = inputs
+    q, k, v, ctx.scale, ctx.softmax_scale = inputs
     ctx.save_for_backward(q, k, v, *output[1:])   # inputs and O(N*HW) / O(N*L) statistics
 
 
 def _backward_of_fwd_op(ctx, grad_out, _grad_lse, _grad_inv_n):
     needs = ctx.needs_input_grad[:3]
     grads = _bwd_op(grad_out, *ctx.saved_tensors, ctx.scale, ctx.softmax_scale, *needs)
-    return (*tc.needed(grads, needs), None, None, None)
+    return (*tc.needed(grads, needs), None, None)
 
 
 _fwd_op.register_autograd(_backward_of_fwd_op, setup_context=_setup_context)
@@ -485,5 +489,4 @@ def cross_scale_attention_triton(q, k, v, scale, softmax_scale=10.0):
     if not 1 <= q.shape[1] <= 256:
         raise ValueError(f"cross_scale_attention_triton: q and k need 1 to 256 channels, got {q.shape[1]}; "
                          "use backend=\"torch\"")
-    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    return _fwd_op(q, k, v, int(scale), float(softmax_scale), training)[0]
+    return _fwd_op(q, k, v, int(scale), float(softmax_scale))[0]
