@@ -10,12 +10,8 @@ and PSNR / SSIM are measured on the Y channel with `shave = scale` border pixels
 * ``bicubic_paper``: the DRCN/VDSR table recipe on the floating-point Y plane of the HR
   image (`csnln.bicubic.bicubic_paper_y`); it needs no LR files.
 """
-import datetime
-import hashlib
-import importlib.metadata
 import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -33,6 +29,7 @@ from .inference import (check_runnable, inference_precision, memory_format, peak
                         reset_peak_memory, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import figure, figure_row
+from .provenance import provenance
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
@@ -224,35 +221,6 @@ def _read_results(path):
     return data
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def provenance(config, scale, device, precision):
-    """What produced a result: method, checkpoint (path, SHA-256), options, device and versions."""
-    ckpt = pathlib.Path(config["ckpt"]).resolve() if config["ckpt"] else None
-    return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
-            "checkpoint_sha256": _sha256(ckpt) if ckpt else None, "scale": scale, "chop": config["chop"],
-            "self_ensemble": config["self_ensemble"], "metric": config["metric"], "precision": precision,
-            "channels_last": config["channels_last"], "compile": config["compile"],
-            "attention_backend": config["attention_backend"], "device": str(device),
-            "data_path": str(pathlib.Path(config["data_path"]).resolve()), "data_range": config["data_range"],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": {"python": platform.python_version(),
-                         **{p: _version(p) for p in ("csnln", "torch", "triton", "numpy", "imageio")}}}
-
-
 def format_table(results, title=None):
     """The stdout table: one line per (dataset, scale)."""
     lines = [title] if title else []
@@ -368,7 +336,7 @@ def run(config, explicit):
     results = evaluate(config["model"], datasets, scale, data_path=config["data_path"], upscaler=upscaler,
                        data_range=config["data_range"], metric=config["metric"], out=config["out"] or None,
                        save_results=config["save_results"],
-                       provenance=provenance(config, scale, device, precision))
+                       provenance=provenance(config, scale, device, dict(chop=config["chop"], self_ensemble=config["self_ensemble"], precision=precision)))
     protocol = "DRCN/VDSR recipe" if config["model"] == "bicubic_paper" else f"{config['metric']} protocol"
     print(format_table(results, f"{config['model']} ({protocol}, Y channel, shave = scale)"))
     if config["out"]:

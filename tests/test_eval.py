@@ -17,6 +17,7 @@ from csnln import CSNLN
 from csnln.checkpoint import load_model
 from csnln.evaluate import NetworkUpscaler
 from csnln.inference import chop_tiles, forward_chop, upscale
+from csnln.provenance import code_revision
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -244,7 +245,24 @@ def test_results_merge_scales_and_record_their_provenance(tmp_path):
     provenance = results["Set5"]["x3"]["provenance"]
     assert (provenance["model"], provenance["scale"], provenance["checkpoint"]) == ("bicubic", 3, None)
     assert provenance["channels_last"] is False and provenance["compile"] is False
-    assert provenance["versions"]["torch"] == torch.__version__
+    assert provenance["versions"]["torch"] == torch.__version__  # with its build tag (+cpu, +cu130)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    if commit:  # a git checkout (a copy without .git: the next test)
+        assert provenance["code_revision"].split()[0] == commit.strip()
+
+
+def test_code_revision_says_when_there_is_none(tmp_path):
+    assert code_revision(tmp_path).startswith(f"none: {tmp_path} is not a git checkout")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    if subprocess.run(git + ["init", "-q"]).returncode:
+        pytest.skip("git is not installed")
+    (tmp_path / "a.py").write_text("1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code_revision(tmp_path) == commit
+    (tmp_path / "a.py").write_text("2\n")
+    assert code_revision(tmp_path) == commit + " + uncommitted changes"
 
 
 def test_folder_mode_names_what_it_skips_and_keeps_its_outputs(tmp_path, capsys):
