@@ -14,5 +14,6 @@ setup(
         "pyyaml",
         "tqdm",
     ],
+    license="MIT",
     extras_require={"test": ["pytest", "pytest-benchmark"]},
 )

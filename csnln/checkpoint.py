@@ -17,6 +17,7 @@ from .model import CSNLN, RGB_MEAN
 
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_psnr", "history",
                  "config", "rng")
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")  # the zip format of torch.save, the legacy pickle's protocol byte
 
 
 class CheckpointError(UserError, ValueError):
@@ -33,6 +34,11 @@ def load_file(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_SAVE_MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint: torch.save writes a zip archive (or, before "
+                              "torch 1.6, a pickle), and this file is " + ("empty" if not head else "neither"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -215,6 +215,11 @@ def test_bad_inputs_give_their_messages(tmp_path, tiny_ckpt, capsys):
         return capsys.readouterr().err
 
     assert "checkpoint not found" in fails("--ckpt", tmp_path / "nope.pt", "--data_path", DATA)
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert f"{tmp_path / 'notes.txt'} is not a checkpoint" in fails("--ckpt", tmp_path / "notes.txt")
+    assert fails("--ckpt", tmp_path / "empty.pt").endswith("empty.pt is not a checkpoint: torch.save writes a zip "
+                                                        "archive (or, before torch 1.6, a pickle), and this file is empty\n")
     err = fails("--ckpt_file", tiny_ckpt, "--scale", 3, "--data_path", DATA)
     assert "scale: checkpoint has 2, asked for 3" in err
     err = fails("--model", "bicubic", "--data_test", "Set5+Urban100", "--data_path", DATA)
