@@ -4,6 +4,7 @@
   python train.py --save DIR --resume auto [--key value]  continue a run with its stored options
   torchrun --nproc_per_node N train.py [--key value ...]  one or more machines
 """
+import shlex
 import sys
 
 from csnln import cli
@@ -14,8 +15,10 @@ def train(config, explicit):
     run(config, explicit)
 
 
-def interrupted(config):
-    return f"interrupted; continue with: python train.py --save {config['save']} --resume auto"
+def interrupted(argv):
+    """The command that continues the run: its own options, from its newest checkpoint if any."""
+    command = ["python", "train.py", *cli.drop_options(argv, ("resume", "overwrite")), "--resume", "auto"]
+    return f"interrupted; continue with: {shlex.join(command)}"
 
 
 def main(argv):

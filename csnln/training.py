@@ -119,9 +119,11 @@ def prepare(config, explicit=None):
 
 
 def _claim(save, overwrite):
-    """Refuse a fresh run in a folder holding another run's files, or delete them with `overwrite`."""
+    """Refuse a fresh run in a folder holding another run's checkpoints, or delete that run's files
+    with `overwrite`. The files of a run stopped before its first checkpoint are deleted: repeating
+    its command starts it again."""
     found = sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
-    if found and not overwrite:
+    if found and not overwrite and any(p.suffix == ".pt" for p in found):
         raise ConfigError(f"{save} already holds a run ({', '.join(p.name for p in found[:4])}"
                           f"{', ...' if len(found) > 4 else ''}): continue it with --resume auto, "
                           "choose another --save, or add --overwrite to replace it")

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -336,17 +337,39 @@ def test_help_lists_the_options_of_each_tool(capsys):
     assert "--ckpt '': checkpoint to evaluate" in out and "--chop false:" in out and "--lr" not in out
 
 
-def test_ctrl_c_says_how_to_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, "train.py", *TINY, "--save", str(tmp_path / "run"),
-                             "--epochs", "1000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+def test_ctrl_c_names_the_command_that_continues_the_run(tmp_path):
+    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1000", "--overwrite"]
+    proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.stdout.readline().startswith("CSNLN x2")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    assert err.splitlines()[-1] == (f"train.py: interrupted; continue with: python train.py --save "
-                                    f"{tmp_path / 'run'} --resume auto")
+    # its own options (--data_test '' quoted), without --overwrite, which would throw the run away
+    assert err.splitlines()[-1] == ("train.py: interrupted; continue with: python train.py "
+                                    + shlex.join(argv[:-1]) + " --resume auto")
+    assert "--data_test '' --n_feats 8" in err
+
+
+def test_the_continue_command_keeps_the_options_of_a_run_without_a_checkpoint(tmp_path, capsys):
+    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1", "--resume=x.pt", "--overwrite", "false"]
+    assert train_cli.interrupted(argv).endswith(shlex.join(TINY) + f" --save {tmp_path / 'run'} --epochs 1 "
+                                                "--resume auto")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text('{"iteration": 1, "epoch": 0.5, "train_loss": 9.0}\n')
+    continued = shlex.split(train_cli.interrupted(argv).partition("continue with: ")[2])[2:]
+    assert train_cli.main(continued) == 0
+    assert "no checkpoint" in capsys.readouterr().out
+    assert epochs_logged(tmp_path / "run") == [1] and records(tmp_path / "run")[0]["train_loss"] != 9.0
+
+
+def test_repeating_the_command_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path):
+    save = tmp_path / "run"
+    save.mkdir()
+    (save / "log.jsonl").write_text('{"iteration": 1, "epoch": 0.5, "train_loss": 9.0}\n')
+    run(tiny_config(save, "--epochs", "1"))
+    assert epochs_logged(save) == [1] and records(save)[0]["train_loss"] != 9.0
 
 
 def test_an_error_in_local_processes_is_one_line(tmp_path):
