@@ -98,9 +98,10 @@ def load_model(path, expect=None, **model_kwargs):
     """Build a CSNLN from the checkpoint at `path` and load its weights strictly.
 
     `expect` maps model keys (scale, depth, ...) to the values the caller needs; a
-    mismatch raises CheckpointError listing every difference. -> (model, model config).
+    mismatch raises CheckpointError listing every difference. -> (model, model config, the
+    training config of a training checkpoint or None).
     """
-    state_dict, _ = read_checkpoint(path)
+    state_dict, training_config = read_checkpoint(path)
     found = infer_model_config(state_dict)
     differences = [f"{k}: checkpoint has {found[k]}, asked for {v}"
                    for k, v in (expect or {}).items() if k in found and v is not None and found[k] != v]
@@ -111,4 +112,4 @@ def load_model(path, expect=None, **model_kwargs):
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: {e}") from e
-    return model, found
+    return model, found, training_config

@@ -311,7 +311,7 @@ def test_channels_last_gives_the_contiguous_images(tmp_path, tiny_ckpt):
     # the same network, fp32 sums possibly reordered by the NHWC convolutions: a rounding step apart
     assert np.abs(images["true"] - images["false"]).max() <= 1
     assert (images["true"] == images["false"]).mean() > 0.99
-    model, found = load_model(tiny_ckpt)
+    model, found, _ = load_model(tiny_ckpt)
     NetworkUpscaler(model, found["scale"], found["rgb_range"], torch.device("cpu"), channels_last=True)
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
 

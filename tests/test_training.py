@@ -85,7 +85,7 @@ def test_channels_last_trains_as_contiguous_and_saves_contiguous_weights(tmp_pat
     assert len(losses(tmp_path / "nhwc")) == 2
     weights = torch.load(tmp_path / "nhwc" / "model_latest.pt")
     assert all(w.is_contiguous() for w in weights.values())  # the original layout, loadable anywhere
-    model, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
+    model, _, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
     assert weights.keys() == model.state_dict().keys()
     trainer = Trainer(tiny_config(tmp_path / "c", "--channels_last", "true"), torch.device("cpu"))
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trainer.model.parameters() if p.dim() == 4)
@@ -114,7 +114,7 @@ def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
     run(resumed)
     assert len(losses(tmp_path / "a")) == 3
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
-    model, found = load_model(tmp_path / "b" / "model_latest.pt")
+    model, found, _ = load_model(tmp_path / "b" / "model_latest.pt")
     assert found["depth"] == 1 and found["n_feats"] == 8
 
 
@@ -223,7 +223,7 @@ def test_every_file_the_trainer_writes_loads_safely_and_honours_the_umask(finish
     for p in written:
         if p.suffix == ".pt":
             torch.load(p, weights_only=True)
-            model, found = load_model(p)
+            model, found, _ = load_model(p)
             assert (found["n_feats"], found["depth"], found["scale"]) == (8, 1, 2)
 
 
@@ -241,6 +241,27 @@ def test_validation_psnr_equals_eval_py(finished_run, tmp_path):
     assert provenance["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert (provenance["chop"], provenance["self_ensemble"], provenance["metric"], provenance["precision"],
             provenance["device"]) == (False, False, "matlab", "fp32", "cpu")
+
+
+def test_eval_py_takes_the_validation_options_of_a_training_checkpoint(finished_run, tmp_path, capsys):
+    save, config = finished_run
+    state = torch.load(save / "checkpoints" / "epoch_0002.pt", weights_only=True)
+    stored = tmp_path / "stored.pt"  # as if the run had validated with these
+    torch.save(dict(state, config=dict(state["config"], chop=True, self_ensemble=True, precision="fp16")), stored)
+    base = ["--data_path", config["data_path"], "--data_test", "Tiny", "--device", "cpu"]
+
+    def psnr(ckpt, *argv):
+        assert eval_cli.main(["--ckpt", str(ckpt), *base, *argv, "--out", str(tmp_path / "out")]) == 0
+        return json.loads((tmp_path / "out" / "results.json").read_text())["Tiny"]["x2"]["psnr"]
+
+    ensembled = psnr(stored)
+    assert ("chop true (checkpoint), self_ensemble true (checkpoint), precision fp32 (the checkpoint's fp16 "
+            "needs CUDA)") in capsys.readouterr().err
+    assert psnr(save / "model_latest.pt", "--chop", "--self_ensemble") == ensembled  # the same weights
+    assert "chop true (given), self_ensemble true (given), precision fp32 (default)" in capsys.readouterr().err
+    plain = psnr(stored, "--self_ensemble", "false")
+    assert "self_ensemble false (given)" in capsys.readouterr().err
+    assert plain == records(save)[-1]["psnr"]["Tiny"] != ensembled
 
 
 class Exploit:
