@@ -5,6 +5,7 @@
 Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's validation
 PSNR is what eval.py measures on the same set.
 """
+import functools
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import random
 import socket
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -51,6 +53,9 @@ def run(config, explicit=None):
     if "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
         _worker(int(os.environ.get("LOCAL_RANK", 0)), config, int(os.environ["WORLD_SIZE"]), False)
     elif config["gpus"] > 1:
+        if pick_device(config["device"]).type != "cuda":
+            print(f"--gpus {config['gpus']} without CUDA: {config['gpus']} CPU processes with gloo (as "
+                  f"torchrun --nproc_per_node {config['gpus']} train.py would start); output from rank 0 only")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "terminating process ..."
@@ -169,6 +174,8 @@ def _resumed_config(config, explicit, state, path, verbose):
 
 
 def _worker(local_rank, config, world, spawned):
+    if local_rank > 0 or int(os.environ.get("RANK", 0)) > 0:
+        warnings.filterwarnings("ignore")  # rank 0 says it once
     if world > 1:
         if spawned:
             os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
@@ -189,6 +196,21 @@ def _worker(local_rank, config, world, spawned):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def match_grad_strides(model):
+    """Give each parameter's gradient the parameter's strides. A 1x1 convolution's weight gradient
+    can come with other strides for its size-1 dimensions (the same memory order), which DDP reports
+    as "Grad strides do not match bucket view strides"."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(functools.partial(_restride, p.stride()))
+
+
+def _restride(stride, grad):
+    if grad.stride() == stride:
+        return grad
+    return torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
 def _seed_everything(seed):
@@ -232,6 +254,8 @@ class Trainer:
                            checkpoint_sem=config["checkpoint_sem"])
         self.memory_format = memory_format(config["channels_last"])
         self.model.to(device, memory_format=self.memory_format)
+        if self.world > 1:
+            match_grad_strides(self.model)
         # with one recurrence the cell's down-projection (down_sample_2/4, post_conv) never runs: no gradient
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)

@@ -24,7 +24,7 @@ from csnln.config import ConfigError, load_config
 from csnln.data import DataLayoutError, training_set
 from csnln.images import ImageError
 from csnln.imresize import imresize
-from csnln.training import Trainer, run
+from csnln.training import Trainer, match_grad_strides, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -400,3 +400,31 @@ def test_an_error_in_local_processes_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("train.py: error: ") and result.stderr.count("\n") == 1
     assert "smaller than the LR patch 1024x1024" in result.stderr
+
+
+def test_local_cpu_processes_say_so_once_and_ddp_does_not_warn(tmp_path):
+    result = subprocess.run([sys.executable, "train.py", *TINY, "--gpus", "2", "--epochs", "1",
+                             "--save", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("--gpus 2 without CUDA: 2 CPU processes with gloo") == 1
+    assert result.stdout.count("CSNLN x2") == 1 and result.stdout.count("epoch 1:") == 1
+    assert "Warning" not in result.stderr and "strides" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gradients_keep_their_parameters_strides(memory_format):
+    """What DDP's bucket views need; the values are those without the hooks."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12).to(memory_format=memory_format)
+    models = [CSNLN(scale=2, n_feats=8, depth=2, attention_backend="torch").to(memory_format=memory_format)
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    match_grad_strides(models[0])
+    for model in models:
+        model(x).mean().backward()
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        if p.grad is None:  # the last recurrence skips the LR state
+            continue
+        assert p.grad.stride() == p.stride(), name
+        assert torch.equal(p.grad, q.grad), name
