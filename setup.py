@@ -10,6 +10,7 @@ setup(
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "numpy",
+        "matplotlib>=3.6",
         "imageio",
         "pyyaml",
         "tqdm",

@@ -28,7 +28,7 @@ from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_t
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
                         reset_peak_memory, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
-from .plot import figure, figure_row
+from .plot import comparison_figure, save_figure
 from .provenance import provenance
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
@@ -175,9 +175,9 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
         if out is not None and save_results:
             write_image(pathlib.Path(out) / dataset / f"x{scale}" / f"{name}.png", sr)
         if out is not None and panels is not None and len(rows) < FIGURE_IMAGES:
-            rows.append(figure_row(panels))
+            rows.append((name, panels))
     if out is not None and rows:
-        write_image(pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png", figure(rows, captions))
+        save_figure(comparison_figure(rows, captions), pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png")
     scores = np.array([[v["psnr"], v["ssim"]] for v in per_image.values()])
     return {"psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()), "images": len(per_image),
             "seconds_per_image": seconds / len(per_image), "peak_memory_mb": peak_memory_mb(device),

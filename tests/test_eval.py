@@ -180,7 +180,7 @@ def test_checkpoint_end_to_end(tmp_path, tiny_ckpt):
     assert r["images"] == 5 and np.isfinite(r["psnr"]) and 0 < r["ssim"] < 1
     assert set(r["per_image"]) == {"baby", "bird", "butterfly", "head", "woman"}
     fig = imageio.imread(tmp_path / "figures" / "Set5_x2.png")
-    assert fig.ndim == 3 and fig.shape[1] == 3 * 120 + 2 * 6  # bicubic | CSNLN | HR
+    assert fig.ndim == 3 and min(fig.shape[:2]) > 3 * 120  # 3 images x (bicubic | CSNLN | HR)
     sr = imageio.imread(tmp_path / "Set5" / "x2" / "bird.png")
     assert sr.shape == (288, 288, 3)
     assert "Set5" in result.stdout and "x2" in result.stdout
