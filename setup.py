@@ -16,5 +16,5 @@ setup(
         "tqdm",
     ],
     license="MIT",
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    extras_require={"tensorboard": ["tensorboard"], "test": ["pytest", "pytest-benchmark", "tensorboard"]},
 )

@@ -34,10 +34,12 @@ from .inference import (check_runnable, inference_precision, memory_format, peak
                         reset_peak_memory)
 from .model import CSNLN
 from .plot import plot_history
+from .scalars import ScalarLog
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")  # a resumed run cannot change these
 RUN_FILES = ("model_latest.pt", "model_best.pt", "log.jsonl", "curves.png")
+TENSORBOARD_DIR = "tensorboard"   # under save, when the tensorboard package is installed
 
 
 class TrainingError(UserError, RuntimeError):
@@ -127,7 +129,8 @@ def _claim(save, overwrite):
     """Refuse a fresh run in a folder holding another run's checkpoints, or delete that run's files
     with `overwrite`. The files of a run stopped before its first checkpoint are deleted: repeating
     its command starts it again."""
-    found = sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
+    found = (sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
+             + sorted((save / TENSORBOARD_DIR).glob("events.out.tfevents.*")))
     if found and not overwrite and any(p.suffix == ".pt" for p in found):
         raise ConfigError(f"{save} already holds a run ({', '.join(p.name for p in found[:4])}"
                           f"{', ...' if len(found) > 4 else ''}): continue it with --resume auto, "
@@ -265,6 +268,7 @@ class Trainer:
         self.step_model = (torch.compile(self.ddp, mode="reduce-overhead" if config["cuda_graphs"] else None)
                            if config["compile"] or config["cuda_graphs"] else self.ddp)
         self.val_model = self.val_upscaler = None   # built at the first validation, then reused
+        self.scalars = None   # rank 0's TensorBoard scalars, opened by fit
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
                                           eps=config["epsilon"], weight_decay=config["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones(config["decay"]),
@@ -333,6 +337,17 @@ class Trainer:
             n_params = sum(p.numel() for p in self.model.parameters())
             print(f"CSNLN x{config['scale']}: {n_params:,} parameters, {self.world} process(es) on "
                   f"{self.device.type}, precision {self.precision}, {len(self.dataset.pairs)} training images")
+            self.scalars = ScalarLog(self.save_dir / TENSORBOARD_DIR, self.iteration)
+            if self.scalars.writer is not None:
+                print(f"TensorBoard: tensorboard --logdir {self.save_dir / TENSORBOARD_DIR}")
+        try:
+            self._fit()
+        finally:
+            if self.scalars is not None:
+                self.scalars.close()
+
+    def _fit(self):
+        config = self.config
         while self.epoch < config["epochs"]:
             trained = self._train_epoch()
             self.epoch += 1
@@ -347,6 +362,10 @@ class Trainer:
             self.history.append(record)
             if self.rank == 0:
                 self._log(record)
+                self.scalars.add(self.iteration, {"epoch/loss": trained["loss"], "epoch/lr": record["lr"],
+                                                  "epoch/step_ms": trained["step_ms"],
+                                                  "epoch/peak_memory_mb": trained["peak_memory_mb"],
+                                                  **{f"psnr/{name}": v for name, v in scores.items()}})
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
                 line = [f"epoch {self.epoch}: loss {trained['loss']:.5f}", f"{trained['step_ms']:.1f} ms/step"]
@@ -393,6 +412,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{value.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 self._log({"iteration": self.iteration, "epoch": self.epoch + count / len(self.loader),
                            "train_loss": value.item()})
+                self.scalars.add(self.iteration, {"train/loss": value.item(),
+                                                  "train/lr": self.optimizer.param_groups[0]["lr"]})
         bar.close()
         count = max(count, 1)
         return {"loss": (total / count).item(), "step_ms": 1e3 * (time.perf_counter() - start) / count,

@@ -243,6 +243,32 @@ def test_validation_psnr_equals_eval_py(finished_run, tmp_path):
             provenance["device"]) == (False, False, "matlab", "fp32", "cpu")
 
 
+def test_tensorboard_scalars_match_the_log(finished_run):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    save, _ = finished_run
+    events = event_accumulator.EventAccumulator(str(save / "tensorboard"))
+    events.Reload()
+
+    def matches(tag, logged, key):
+        found = events.Scalars(tag)
+        assert [e.step for e in found] == [r["iteration"] for r in logged], tag
+        assert [e.value for e in found] == pytest.approx([key(r) for r in logged], rel=1e-6), tag
+
+    epochs = [r for r in records(save) if "loss" in r]
+    assert len(epochs) == 2
+    matches("psnr/Tiny", epochs, lambda r: r["psnr"]["Tiny"])
+    for name in ("loss", "lr", "step_ms", "peak_memory_mb"):
+        matches(f"epoch/{name}", epochs, lambda r: r[name])
+    matches("train/loss", [r for r in records(save) if "train_loss" in r], lambda r: r["train_loss"])
+    assert "train/lr" in events.Tags()["scalars"]
+
+
+def test_without_tensorboard_training_writes_no_scalars(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    run(tiny_config(tmp_path / "run", "--epochs", "1"))
+    assert epochs_logged(tmp_path / "run") == [1] and not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_eval_py_takes_the_validation_options_of_a_training_checkpoint(finished_run, tmp_path, capsys):
     save, config = finished_run
     state = torch.load(save / "checkpoints" / "epoch_0002.pt", weights_only=True)
@@ -306,6 +332,7 @@ def test_a_fresh_run_refuses_a_folder_holding_a_run(finished_run, tmp_path):
     run(dict(config, epochs=1, overwrite=True))
     assert epochs_logged(save) == [1]
     assert [p.name for p in (save / "checkpoints").iterdir()] == ["epoch_0001.pt"]
+    assert len(list((save / "tensorboard").glob("events.out.tfevents.*"))) == (save / "tensorboard").is_dir()
 
 
 def test_resume_auto_takes_the_stored_options(finished_run, tmp_path, capsys):
