@@ -131,7 +131,7 @@ def _claim(save, overwrite):
     its command starts it again."""
     found = (sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
              + sorted((save / TENSORBOARD_DIR).glob("events.out.tfevents.*")))
-    if found and not overwrite and any(p.suffix == ".pt" for p in found):
+    if not overwrite and any(p.suffix == ".pt" for p in found):
         raise ConfigError(f"{save} already holds a run ({', '.join(p.name for p in found[:4])}"
                           f"{', ...' if len(found) > 4 else ''}): continue it with --resume auto, "
                           "choose another --save, or add --overwrite to replace it")
