@@ -71,7 +71,7 @@ def drop_options(argv, keys):
 def main(prog, doc, argv, body, interrupted=None):
     """Run body(config, explicit) -> exit status, under the conventions above.
 
-    `interrupted(argv)` gives the line printed on Ctrl-C (default: "interrupted")."""
+    `interrupted(config, argv)` gives the line printed on Ctrl-C (default: "interrupted")."""
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(prog, doc))
         return 0
@@ -83,6 +83,6 @@ def main(prog, doc, argv, body, interrupted=None):
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        line = interrupted(argv) if interrupted and config else "interrupted"
+        line = interrupted(config, argv) if interrupted and config else "interrupted"
         print(f"{prog}: {line}", file=sys.stderr)
         return 130

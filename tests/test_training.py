@@ -401,12 +401,19 @@ def test_ctrl_c_names_the_command_that_continues_the_run(tmp_path):
 
 
 def test_the_continue_command_keeps_the_options_of_a_run_without_a_checkpoint(tmp_path, capsys):
-    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1", "--resume=x.pt", "--overwrite", "false"]
-    assert train_cli.interrupted(argv).endswith(shlex.join(TINY) + f" --save {tmp_path / 'run'} --epochs 1 "
-                                                "--resume auto")
-    (tmp_path / "run").mkdir()
+    def hint(*argv):
+        return train_cli.interrupted(load_config(overrides=list(argv)), list(argv)).partition("continue with: ")[2]
+
+    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1", "--overwrite", "false"]
+    assert hint(*argv, "--resume=auto") == "python train.py " + shlex.join(argv[:-2]) + " --resume auto"
+    # a run resumed from elsewhere keeps its checkpoint until it has written one of its own
+    assert hint(*argv, "--resume", "x.pt").endswith("--epochs 1 --resume x.pt")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "epoch_0001.pt").write_bytes(b"")
+    assert hint(*argv, "--resume", "x.pt").endswith("--epochs 1 --resume auto")
+    (tmp_path / "run" / "checkpoints" / "epoch_0001.pt").unlink()
     (tmp_path / "run" / "log.jsonl").write_text('{"iteration": 1, "epoch": 0.5, "train_loss": 9.0}\n')
-    continued = shlex.split(train_cli.interrupted(argv).partition("continue with: ")[2])[2:]
+    continued = shlex.split(hint(*argv))[2:]
     assert train_cli.main(continued) == 0
     assert "no checkpoint" in capsys.readouterr().out
     assert epochs_logged(tmp_path / "run") == [1] and records(tmp_path / "run")[0]["train_loss"] != 9.0
