@@ -48,7 +48,8 @@ class EvaluationError(UserError, ValueError):
 # --------------------------------------------------------------------------- datasets
 
 def _layout_error(what, root):
-    return EvaluationError(f"{what}; {LAYOUT.format(root=root)}")
+    missing = "" if root.is_dir() else f" ({root} does not exist; a clone of csnln has sample sets in tests/data)"
+    return EvaluationError(f"{what}; {LAYOUT.format(root=root)}{missing}")
 
 
 def dataset_images(data_path, dataset, scale, data_range="1-800/801-810", need_lr=True):
