@@ -10,9 +10,11 @@ setup(
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "numpy",
+        "matplotlib>=3.6",
         "imageio",
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    license="MIT",
+    extras_require={"tensorboard": ["tensorboard"], "test": ["pytest", "pytest-benchmark", "tensorboard"]},
 )

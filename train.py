@@ -4,6 +4,8 @@
   python train.py --save DIR --resume auto [--key value]  continue a run with its stored options
   torchrun --nproc_per_node N train.py [--key value ...]  one or more machines
 """
+import pathlib
+import shlex
 import sys
 
 from csnln import cli
@@ -14,8 +16,13 @@ def train(config, explicit):
     run(config, explicit)
 
 
-def interrupted(config):
-    return f"interrupted; continue with: python train.py --save {config['save']} --resume auto"
+def interrupted(config, argv):
+    """The command that continues the run: its own options with --resume auto (from its newest
+    checkpoint, or afresh), or its --resume PATH while it has written no checkpoint."""
+    saved = any(pathlib.Path(config["save"], "checkpoints").glob("epoch_*.pt"))
+    resume = ["--resume", "auto"] if saved or config["resume"] in ("", "auto") else ["--resume", config["resume"]]
+    command = ["python", "train.py", *cli.drop_options(argv, ("resume", "overwrite")), *resume]
+    return f"interrupted; continue with: {shlex.join(command)}"
 
 
 def main(argv):

@@ -17,6 +17,7 @@ from .model import CSNLN, RGB_MEAN
 
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_psnr", "history",
                  "config", "rng")
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")  # the zip format of torch.save, the legacy pickle's protocol byte
 
 
 class CheckpointError(UserError, ValueError):
@@ -33,6 +34,11 @@ def load_file(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_SAVE_MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint: torch.save writes a zip archive (or, before "
+                              "torch 1.6, a pickle), and this file is " + ("empty" if not head else "neither"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -92,9 +98,10 @@ def load_model(path, expect=None, **model_kwargs):
     """Build a CSNLN from the checkpoint at `path` and load its weights strictly.
 
     `expect` maps model keys (scale, depth, ...) to the values the caller needs; a
-    mismatch raises CheckpointError listing every difference. -> (model, model config).
+    mismatch raises CheckpointError listing every difference. -> (model, model config, the
+    training config of a training checkpoint or None).
     """
-    state_dict, _ = read_checkpoint(path)
+    state_dict, training_config = read_checkpoint(path)
     found = infer_model_config(state_dict)
     differences = [f"{k}: checkpoint has {found[k]}, asked for {v}"
                    for k, v in (expect or {}).items() if k in found and v is not None and found[k] != v]
@@ -105,4 +112,4 @@ def load_model(path, expect=None, **model_kwargs):
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: {e}") from e
-    return model, found
+    return model, found, training_config

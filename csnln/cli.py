@@ -55,10 +55,23 @@ def parse(prog, argv):
     return config, explicit
 
 
+def drop_options(argv, keys):
+    """argv without the options named in `keys` (with their values: `--key value`, `--key=value`
+    or a bare flag)."""
+    kept, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        step = 2 if "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--") else 1
+        if token.partition("=")[0][2:].replace("-", "_") not in keys:
+            kept += argv[i:i + step]
+        i += step
+    return kept
+
+
 def main(prog, doc, argv, body, interrupted=None):
     """Run body(config, explicit) -> exit status, under the conventions above.
 
-    `interrupted(config)` gives the line printed on Ctrl-C (default: "interrupted")."""
+    `interrupted(config, argv)` gives the line printed on Ctrl-C (default: "interrupted")."""
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(prog, doc))
         return 0
@@ -70,6 +83,6 @@ def main(prog, doc, argv, body, interrupted=None):
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        line = interrupted(config) if interrupted and config else "interrupted"
+        line = interrupted(config, argv) if interrupted and config else "interrupted"
         print(f"{prog}: {line}", file=sys.stderr)
         return 130

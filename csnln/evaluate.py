@@ -10,12 +10,8 @@ and PSNR / SSIM are measured on the Y channel with `shave = scale` border pixels
 * ``bicubic_paper``: the DRCN/VDSR table recipe on the floating-point Y plane of the HR
   image (`csnln.bicubic.bicubic_paper_y`); it needs no LR files.
 """
-import datetime
-import hashlib
-import importlib.metadata
 import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -32,12 +28,14 @@ from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_t
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
                         reset_peak_memory, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
-from .plot import figure, figure_row
+from .plot import comparison_figure, save_figure
+from .provenance import provenance
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
 
 CHECKPOINT_KEYS = ("scale", "n_feats", "depth", "rgb_range")  # read from the checkpoint; a given one must match
+VALIDATION_OPTIONS = ("chop", "self_ensemble", "precision")  # a training checkpoint's, unless given
 LAYOUT = ("expected the EDSR layout under --data_path {root}: benchmark/<Set>/HR/<name>.png and "
           "benchmark/<Set>/LR_bicubic/X<s>/<name>x<s>.png; for --data_test DIV2K (the images of the second "
           "part of --data_range) DIV2K/DIV2K_train_HR/0801.png and DIV2K/DIV2K_train_LR_bicubic/X<s>/0801x<s>.png")
@@ -50,7 +48,8 @@ class EvaluationError(UserError, ValueError):
 # --------------------------------------------------------------------------- datasets
 
 def _layout_error(what, root):
-    return EvaluationError(f"{what}; {LAYOUT.format(root=root)}")
+    missing = "" if root.is_dir() else f" ({root} does not exist; a clone of csnln has sample sets in tests/data)"
+    return EvaluationError(f"{what}; {LAYOUT.format(root=root)}{missing}")
 
 
 def dataset_images(data_path, dataset, scale, data_range="1-800/801-810", need_lr=True):
@@ -177,9 +176,9 @@ def evaluate_dataset(method, dataset, scale, *, data_path, upscaler=None, data_r
         if out is not None and save_results:
             write_image(pathlib.Path(out) / dataset / f"x{scale}" / f"{name}.png", sr)
         if out is not None and panels is not None and len(rows) < FIGURE_IMAGES:
-            rows.append(figure_row(panels))
+            rows.append((name, panels))
     if out is not None and rows:
-        write_image(pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png", figure(rows, captions))
+        save_figure(comparison_figure(rows, captions), pathlib.Path(out) / "figures" / f"{dataset}_x{scale}.png")
     scores = np.array([[v["psnr"], v["ssim"]] for v in per_image.values()])
     return {"psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()), "images": len(per_image),
             "seconds_per_image": seconds / len(per_image), "peak_memory_mb": peak_memory_mb(device),
@@ -222,35 +221,6 @@ def _read_results(path):
     if not isinstance(data, dict):
         raise EvaluationError(f"cannot merge into {path}: not a results.json; choose another --out")
     return data
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def provenance(config, scale, device, precision):
-    """What produced a result: method, checkpoint (path, SHA-256), options, device and versions."""
-    ckpt = pathlib.Path(config["ckpt"]).resolve() if config["ckpt"] else None
-    return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
-            "checkpoint_sha256": _sha256(ckpt) if ckpt else None, "scale": scale, "chop": config["chop"],
-            "self_ensemble": config["self_ensemble"], "metric": config["metric"], "precision": precision,
-            "channels_last": config["channels_last"], "compile": config["compile"],
-            "attention_backend": config["attention_backend"], "device": str(device),
-            "data_path": str(pathlib.Path(config["data_path"]).resolve()), "data_range": config["data_range"],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": {"python": platform.python_version(),
-                         **{p: _version(p) for p in ("csnln", "torch", "triton", "numpy", "imageio")}}}
 
 
 def format_table(results, title=None):
@@ -315,34 +285,51 @@ def upscale_files(upscaler, inputs, output_dir, scale, progress=True):
 
 # --------------------------------------------------------------------------- eval.py
 
-def _upscaler(config, explicit, device, precision):
-    """-> (upscaler or None for the bicubic methods, scale, a description line)."""
+def inference_options(config, explicit, stored, device):
+    """chop, self_ensemble and precision: those given (command line or --config), else those a
+    training checkpoint's run validated with (`stored`, its config), else the defaults
+    -> (options, "chop true (checkpoint), ..."). A stored fp16 runs as fp32 without CUDA."""
+    options, said = {}, []
+    for key in VALIDATION_OPTIONS:
+        from_ckpt = key not in explicit and stored is not None and key in stored
+        value = stored[key] if from_ckpt else config[key]
+        source = "checkpoint" if from_ckpt else "given" if key in explicit else "default"
+        if key == "precision":
+            value = inference_precision(value)
+            if from_ckpt and value == "fp16" and device.type != "cuda":
+                value, source = "fp32", "the checkpoint's fp16 needs CUDA"
+        options[key] = value
+        said.append(f"{key} {str(value).lower()} ({source})")
+    return options, ", ".join(said)
+
+
+def _upscaler(config, explicit, device):
+    """-> (upscaler or None for the bicubic methods, scale, inference options, a description line)."""
     method = config["model"]
     if method not in MODELS:
         raise ConfigError(f"config key 'model' must be one of {', '.join(MODELS)}, got {method!r}")
     if method != "csnln":
         if config["ckpt"]:
             raise ConfigError(f"--ckpt is only used with --model csnln, not {method}")
-        return None, config["scale"], f"{method}, x{config['scale']}"
+        options, _ = inference_options(config, explicit, None, device)
+        return None, config["scale"], options, f"{method}, x{config['scale']}"
     if not config["ckpt"]:
         raise ConfigError("--model csnln needs --ckpt PATH (or use --model bicubic / bicubic_paper)")
-    check_runnable(precision, config["attention_backend"], device)
     expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
-    model, found = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
-    upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, chop=config["chop"],
-                               self_ensemble=config["self_ensemble"], precision=precision,
+    model, found, stored = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
+    options, said = inference_options(config, explicit, stored, device)
+    check_runnable(options["precision"], config["attention_backend"], device)
+    upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
                                compile=config["compile"], channels_last=config["channels_last"])
-    options = "".join(f", {o}" for o in ("chop", "self_ensemble") if config[o])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
-            f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}, {precision}{options}")
-    return upscaler, found["scale"], line
+            f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}; {said}")
+    return upscaler, found["scale"], options, line
 
 
 def run(config, explicit):
     """eval.py: benchmarks, or --input images -> exit status (0, or 1 when some images failed)."""
     device = pick_device(config["device"])
-    precision = inference_precision(config["precision"])
-    upscaler, scale, line = _upscaler(config, explicit, device, precision)
+    upscaler, scale, options, line = _upscaler(config, explicit, device)
     if config["input"] or config["output"]:
         if not (config["input"] and config["output"]):
             raise ConfigError("upscaling your own images needs both --input FILE_OR_DIR and --output DIR")
@@ -368,7 +355,7 @@ def run(config, explicit):
     results = evaluate(config["model"], datasets, scale, data_path=config["data_path"], upscaler=upscaler,
                        data_range=config["data_range"], metric=config["metric"], out=config["out"] or None,
                        save_results=config["save_results"],
-                       provenance=provenance(config, scale, device, precision))
+                       provenance=provenance(config, scale, device, options))
     protocol = "DRCN/VDSR recipe" if config["model"] == "bicubic_paper" else f"{config['metric']} protocol"
     print(format_table(results, f"{config['model']} ({protocol}, Y channel, shave = scale)"))
     if config["out"]:

@@ -5,6 +5,7 @@
 Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's validation
 PSNR is what eval.py measures on the same set.
 """
+import functools
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import random
 import socket
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -32,10 +34,12 @@ from .inference import (check_runnable, inference_precision, memory_format, peak
                         reset_peak_memory)
 from .model import CSNLN
 from .plot import plot_history
+from .scalars import ScalarLog
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODEL_KEYS = ("scale", "n_feats", "depth", "n_colors", "rgb_range")  # a resumed run cannot change these
 RUN_FILES = ("model_latest.pt", "model_best.pt", "log.jsonl", "curves.png")
+TENSORBOARD_DIR = "tensorboard"   # under save, when the tensorboard package is installed
 
 
 class TrainingError(UserError, RuntimeError):
@@ -51,6 +55,9 @@ def run(config, explicit=None):
     if "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
         _worker(int(os.environ.get("LOCAL_RANK", 0)), config, int(os.environ["WORLD_SIZE"]), False)
     elif config["gpus"] > 1:
+        if pick_device(config["device"]).type != "cuda":
+            print(f"--gpus {config['gpus']} without CUDA: {config['gpus']} CPU processes with gloo (as "
+                  f"torchrun --nproc_per_node {config['gpus']} train.py would start); output from rank 0 only")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "terminating process ..."
@@ -119,9 +126,12 @@ def prepare(config, explicit=None):
 
 
 def _claim(save, overwrite):
-    """Refuse a fresh run in a folder holding another run's files, or delete them with `overwrite`."""
-    found = sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
-    if found and not overwrite:
+    """Refuse a fresh run in a folder holding another run's checkpoints, or delete that run's files
+    with `overwrite`. The files of a run stopped before its first checkpoint are deleted: repeating
+    its command starts it again."""
+    found = (sorted((save / "checkpoints").glob("epoch_*.pt")) + [save / n for n in RUN_FILES if (save / n).exists()]
+             + sorted((save / TENSORBOARD_DIR).glob("events.out.tfevents.*")))
+    if not overwrite and any(p.suffix == ".pt" for p in found):
         raise ConfigError(f"{save} already holds a run ({', '.join(p.name for p in found[:4])}"
                           f"{', ...' if len(found) > 4 else ''}): continue it with --resume auto, "
                           "choose another --save, or add --overwrite to replace it")
@@ -167,6 +177,8 @@ def _resumed_config(config, explicit, state, path, verbose):
 
 
 def _worker(local_rank, config, world, spawned):
+    if local_rank > 0 or int(os.environ.get("RANK", 0)) > 0:
+        warnings.filterwarnings("ignore")  # rank 0 says it once
     if world > 1:
         if spawned:
             os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
@@ -187,6 +199,21 @@ def _worker(local_rank, config, world, spawned):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def match_grad_strides(model):
+    """Give each parameter's gradient the parameter's strides. A 1x1 convolution's weight gradient
+    can come with other strides for its size-1 dimensions (the same memory order), which DDP reports
+    as "Grad strides do not match bucket view strides"."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(functools.partial(_restride, p.stride()))
+
+
+def _restride(stride, grad):
+    if grad.stride() == stride:
+        return grad
+    return torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
 def _seed_everything(seed):
@@ -230,6 +257,8 @@ class Trainer:
                            checkpoint_sem=config["checkpoint_sem"])
         self.memory_format = memory_format(config["channels_last"])
         self.model.to(device, memory_format=self.memory_format)
+        if self.world > 1:
+            match_grad_strides(self.model)
         # with one recurrence the cell's down-projection (down_sample_2/4, post_conv) never runs: no gradient
         self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=config["depth"] == 1)
@@ -239,6 +268,7 @@ class Trainer:
         self.step_model = (torch.compile(self.ddp, mode="reduce-overhead" if config["cuda_graphs"] else None)
                            if config["compile"] or config["cuda_graphs"] else self.ddp)
         self.val_model = self.val_upscaler = None   # built at the first validation, then reused
+        self.scalars = None   # rank 0's TensorBoard scalars, opened by fit
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
                                           eps=config["epsilon"], weight_decay=config["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones(config["decay"]),
@@ -307,6 +337,17 @@ class Trainer:
             n_params = sum(p.numel() for p in self.model.parameters())
             print(f"CSNLN x{config['scale']}: {n_params:,} parameters, {self.world} process(es) on "
                   f"{self.device.type}, precision {self.precision}, {len(self.dataset.pairs)} training images")
+            self.scalars = ScalarLog(self.save_dir / TENSORBOARD_DIR, self.iteration)
+            if self.scalars.writer is not None:
+                print(f"TensorBoard: tensorboard --logdir {self.save_dir / TENSORBOARD_DIR}")
+        try:
+            self._fit()
+        finally:
+            if self.scalars is not None:
+                self.scalars.close()
+
+    def _fit(self):
+        config = self.config
         while self.epoch < config["epochs"]:
             trained = self._train_epoch()
             self.epoch += 1
@@ -321,6 +362,10 @@ class Trainer:
             self.history.append(record)
             if self.rank == 0:
                 self._log(record)
+                self.scalars.add(self.iteration, {"epoch/loss": trained["loss"], "epoch/lr": record["lr"],
+                                                  "epoch/step_ms": trained["step_ms"],
+                                                  "epoch/peak_memory_mb": trained["peak_memory_mb"],
+                                                  **{f"psnr/{name}": v for name, v in scores.items()}})
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
                 line = [f"epoch {self.epoch}: loss {trained['loss']:.5f}", f"{trained['step_ms']:.1f} ms/step"]
@@ -367,6 +412,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{value.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 self._log({"iteration": self.iteration, "epoch": self.epoch + count / len(self.loader),
                            "train_loss": value.item()})
+                self.scalars.add(self.iteration, {"train/loss": value.item(),
+                                                  "train/lr": self.optimizer.param_groups[0]["lr"]})
         bar.close()
         count = max(count, 1)
         return {"loss": (total / count).item(), "step_ms": 1e3 * (time.perf_counter() - start) / count,

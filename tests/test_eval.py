@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from csnln import CSNLN
 from csnln.checkpoint import load_model
 from csnln.evaluate import NetworkUpscaler
 from csnln.inference import chop_tiles, forward_chop, upscale
+from csnln.provenance import code_revision
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -179,7 +181,7 @@ def test_checkpoint_end_to_end(tmp_path, tiny_ckpt):
     assert r["images"] == 5 and np.isfinite(r["psnr"]) and 0 < r["ssim"] < 1
     assert set(r["per_image"]) == {"baby", "bird", "butterfly", "head", "woman"}
     fig = imageio.imread(tmp_path / "figures" / "Set5_x2.png")
-    assert fig.ndim == 3 and fig.shape[1] == 3 * 120 + 2 * 6  # bicubic | CSNLN | HR
+    assert fig.ndim == 3 and min(fig.shape[:2]) > 3 * 120  # 3 images x (bicubic | CSNLN | HR)
     sr = imageio.imread(tmp_path / "Set5" / "x2" / "bird.png")
     assert sr.shape == (288, 288, 3)
     assert "Set5" in result.stdout and "x2" in result.stdout
@@ -214,12 +216,18 @@ def test_bad_inputs_give_their_messages(tmp_path, tiny_ckpt, capsys):
         return capsys.readouterr().err
 
     assert "checkpoint not found" in fails("--ckpt", tmp_path / "nope.pt", "--data_path", DATA)
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert f"{tmp_path / 'notes.txt'} is not a checkpoint" in fails("--ckpt", tmp_path / "notes.txt")
+    assert fails("--ckpt", tmp_path / "empty.pt").endswith("empty.pt is not a checkpoint: torch.save writes a zip "
+                                                        "archive (or, before torch 1.6, a pickle), and this file is empty\n")
     err = fails("--ckpt_file", tiny_ckpt, "--scale", 3, "--data_path", DATA)
     assert "scale: checkpoint has 2, asked for 3" in err
     err = fails("--model", "bicubic", "--data_test", "Set5+Urban100", "--data_path", DATA)
     assert "Urban100" in err and "benchmark/<Set>/LR_bicubic/X<s>/<name>x<s>.png" in err
     err = fails("--model", "bicubic", "--data_path", tmp_path / "empty")
     assert "folder not found" in err and "benchmark/<Set>/HR/<name>.png" in err
+    assert f"({tmp_path / 'empty'} does not exist; a clone of csnln has sample sets in tests/data)" in err
     assert "needs --ckpt" in fails("--data_path", DATA)
     assert "unknown config key" in fails("--scael", 2)
     assert "input not found" in fails("--model", "bicubic", "--input", tmp_path / "x", "--output", tmp_path)
@@ -244,7 +252,26 @@ def test_results_merge_scales_and_record_their_provenance(tmp_path):
     provenance = results["Set5"]["x3"]["provenance"]
     assert (provenance["model"], provenance["scale"], provenance["checkpoint"]) == ("bicubic", 3, None)
     assert provenance["channels_last"] is False and provenance["compile"] is False
-    assert provenance["versions"]["torch"] == torch.__version__
+    assert provenance["versions"]["torch"] == torch.__version__  # with its build tag (+cpu, +cu130)
+    git = shutil.which("git")
+    commit = git and subprocess.run([git, "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    if commit:  # a git checkout (a copy without .git: the next test)
+        assert provenance["code_revision"].split()[0] == commit.strip()
+
+
+def test_code_revision_says_when_there_is_none(tmp_path):
+    assert code_revision(tmp_path).startswith(f"none: {tmp_path} is not a git checkout")
+    if not shutil.which("git"):
+        pytest.skip("git is not installed")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code_revision(tmp_path) == commit
+    (tmp_path / "a.py").write_text("2\n")
+    assert code_revision(tmp_path) == commit + " + uncommitted changes"
 
 
 def test_folder_mode_names_what_it_skips_and_keeps_its_outputs(tmp_path, capsys):
@@ -288,7 +315,7 @@ def test_channels_last_gives_the_contiguous_images(tmp_path, tiny_ckpt):
     # the same network, fp32 sums possibly reordered by the NHWC convolutions: a rounding step apart
     assert np.abs(images["true"] - images["false"]).max() <= 1
     assert (images["true"] == images["false"]).mean() > 0.99
-    model, found = load_model(tiny_ckpt)
+    model, found, _ = load_model(tiny_ckpt)
     NetworkUpscaler(model, found["scale"], found["rgb_range"], torch.device("cpu"), channels_last=True)
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
 

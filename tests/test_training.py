@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from csnln.config import ConfigError, load_config
 from csnln.data import DataLayoutError, training_set
 from csnln.images import ImageError
 from csnln.imresize import imresize
-from csnln.training import Trainer, run
+from csnln.training import Trainer, match_grad_strides, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -84,7 +85,7 @@ def test_channels_last_trains_as_contiguous_and_saves_contiguous_weights(tmp_pat
     assert len(losses(tmp_path / "nhwc")) == 2
     weights = torch.load(tmp_path / "nhwc" / "model_latest.pt")
     assert all(w.is_contiguous() for w in weights.values())  # the original layout, loadable anywhere
-    model, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
+    model, _, _ = load_model(tmp_path / "nchw" / "model_latest.pt")
     assert weights.keys() == model.state_dict().keys()
     trainer = Trainer(tiny_config(tmp_path / "c", "--channels_last", "true"), torch.device("cpu"))
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trainer.model.parameters() if p.dim() == 4)
@@ -113,7 +114,7 @@ def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
     run(resumed)
     assert len(losses(tmp_path / "a")) == 3
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
-    model, found = load_model(tmp_path / "b" / "model_latest.pt")
+    model, found, _ = load_model(tmp_path / "b" / "model_latest.pt")
     assert found["depth"] == 1 and found["n_feats"] == 8
 
 
@@ -222,7 +223,7 @@ def test_every_file_the_trainer_writes_loads_safely_and_honours_the_umask(finish
     for p in written:
         if p.suffix == ".pt":
             torch.load(p, weights_only=True)
-            model, found = load_model(p)
+            model, found, _ = load_model(p)
             assert (found["n_feats"], found["depth"], found["scale"]) == (8, 1, 2)
 
 
@@ -240,6 +241,53 @@ def test_validation_psnr_equals_eval_py(finished_run, tmp_path):
     assert provenance["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert (provenance["chop"], provenance["self_ensemble"], provenance["metric"], provenance["precision"],
             provenance["device"]) == (False, False, "matlab", "fp32", "cpu")
+
+
+def test_tensorboard_scalars_match_the_log(finished_run):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    save, _ = finished_run
+    events = event_accumulator.EventAccumulator(str(save / "tensorboard"))
+    events.Reload()
+
+    def matches(tag, logged, key):
+        found = events.Scalars(tag)
+        assert [e.step for e in found] == [r["iteration"] for r in logged], tag
+        assert [e.value for e in found] == pytest.approx([key(r) for r in logged], rel=1e-6), tag
+
+    epochs = [r for r in records(save) if "loss" in r]
+    assert len(epochs) == 2
+    matches("psnr/Tiny", epochs, lambda r: r["psnr"]["Tiny"])
+    for name in ("loss", "lr", "step_ms", "peak_memory_mb"):
+        matches(f"epoch/{name}", epochs, lambda r: r[name])
+    matches("train/loss", [r for r in records(save) if "train_loss" in r], lambda r: r["train_loss"])
+    assert "train/lr" in events.Tags()["scalars"]
+
+
+def test_without_tensorboard_training_writes_no_scalars(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    run(tiny_config(tmp_path / "run", "--epochs", "1"))
+    assert epochs_logged(tmp_path / "run") == [1] and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_eval_py_takes_the_validation_options_of_a_training_checkpoint(finished_run, tmp_path, capsys):
+    save, config = finished_run
+    state = torch.load(save / "checkpoints" / "epoch_0002.pt", weights_only=True)
+    stored = tmp_path / "stored.pt"  # as if the run had validated with these
+    torch.save(dict(state, config=dict(state["config"], chop=True, self_ensemble=True, precision="fp16")), stored)
+    base = ["--data_path", config["data_path"], "--data_test", "Tiny", "--device", "cpu"]
+
+    def psnr(ckpt, *argv):
+        assert eval_cli.main(["--ckpt", str(ckpt), *base, *argv, "--out", str(tmp_path / "out")]) == 0
+        return json.loads((tmp_path / "out" / "results.json").read_text())["Tiny"]["x2"]["psnr"]
+
+    ensembled = psnr(stored)
+    assert ("chop true (checkpoint), self_ensemble true (checkpoint), precision fp32 (the checkpoint's fp16 "
+            "needs CUDA)") in capsys.readouterr().err
+    assert psnr(save / "model_latest.pt", "--chop", "--self_ensemble") == ensembled  # the same weights
+    assert "chop true (given), self_ensemble true (given), precision fp32 (default)" in capsys.readouterr().err
+    plain = psnr(stored, "--self_ensemble", "false")
+    assert "self_ensemble false (given)" in capsys.readouterr().err
+    assert plain == records(save)[-1]["psnr"]["Tiny"] != ensembled
 
 
 class Exploit:
@@ -284,6 +332,7 @@ def test_a_fresh_run_refuses_a_folder_holding_a_run(finished_run, tmp_path):
     run(dict(config, epochs=1, overwrite=True))
     assert epochs_logged(save) == [1]
     assert [p.name for p in (save / "checkpoints").iterdir()] == ["epoch_0001.pt"]
+    assert len(list((save / "tensorboard").glob("events.out.tfevents.*"))) == (save / "tensorboard").is_dir()
 
 
 def test_resume_auto_takes_the_stored_options(finished_run, tmp_path, capsys):
@@ -336,17 +385,46 @@ def test_help_lists_the_options_of_each_tool(capsys):
     assert "--ckpt '': checkpoint to evaluate" in out and "--chop false:" in out and "--lr" not in out
 
 
-def test_ctrl_c_says_how_to_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, "train.py", *TINY, "--save", str(tmp_path / "run"),
-                             "--epochs", "1000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+def test_ctrl_c_names_the_command_that_continues_the_run(tmp_path):
+    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1000", "--overwrite"]
+    proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.stdout.readline().startswith("CSNLN x2")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    assert err.splitlines()[-1] == (f"train.py: interrupted; continue with: python train.py --save "
-                                    f"{tmp_path / 'run'} --resume auto")
+    # its own options (--data_test '' quoted), without --overwrite, which would throw the run away
+    assert err.splitlines()[-1] == ("train.py: interrupted; continue with: python train.py "
+                                    + shlex.join(argv[:-1]) + " --resume auto")
+    assert "--data_test '' --n_feats 8" in err
+
+
+def test_the_continue_command_keeps_the_options_of_a_run_without_a_checkpoint(tmp_path, capsys):
+    def hint(*argv):
+        return train_cli.interrupted(load_config(overrides=list(argv)), list(argv)).partition("continue with: ")[2]
+
+    argv = [*TINY, "--save", str(tmp_path / "run"), "--epochs", "1", "--overwrite", "false"]
+    assert hint(*argv, "--resume=auto") == "python train.py " + shlex.join(argv[:-2]) + " --resume auto"
+    # a run resumed from elsewhere keeps its checkpoint until it has written one of its own
+    assert hint(*argv, "--resume", "x.pt").endswith("--epochs 1 --resume x.pt")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "epoch_0001.pt").write_bytes(b"")
+    assert hint(*argv, "--resume", "x.pt").endswith("--epochs 1 --resume auto")
+    (tmp_path / "run" / "checkpoints" / "epoch_0001.pt").unlink()
+    (tmp_path / "run" / "log.jsonl").write_text('{"iteration": 1, "epoch": 0.5, "train_loss": 9.0}\n')
+    continued = shlex.split(hint(*argv))[2:]
+    assert train_cli.main(continued) == 0
+    assert "no checkpoint" in capsys.readouterr().out
+    assert epochs_logged(tmp_path / "run") == [1] and records(tmp_path / "run")[0]["train_loss"] != 9.0
+
+
+def test_repeating_the_command_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path):
+    save = tmp_path / "run"
+    save.mkdir()
+    (save / "log.jsonl").write_text('{"iteration": 1, "epoch": 0.5, "train_loss": 9.0}\n')
+    run(tiny_config(save, "--epochs", "1"))
+    assert epochs_logged(save) == [1] and records(save)[0]["train_loss"] != 9.0
 
 
 def test_an_error_in_local_processes_is_one_line(tmp_path):
@@ -356,3 +434,31 @@ def test_an_error_in_local_processes_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("train.py: error: ") and result.stderr.count("\n") == 1
     assert "smaller than the LR patch 1024x1024" in result.stderr
+
+
+def test_local_cpu_processes_say_so_once_and_ddp_does_not_warn(tmp_path):
+    result = subprocess.run([sys.executable, "train.py", *TINY, "--gpus", "2", "--epochs", "1",
+                             "--save", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("--gpus 2 without CUDA: 2 CPU processes with gloo") == 1
+    assert result.stdout.count("CSNLN x2") == 1 and result.stdout.count("epoch 1:") == 1
+    assert "Warning" not in result.stderr and "strides" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gradients_keep_their_parameters_strides(memory_format):
+    """What DDP's bucket views need; the values are those without the hooks."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12).to(memory_format=memory_format)
+    models = [CSNLN(scale=2, n_feats=8, depth=2, attention_backend="torch").to(memory_format=memory_format)
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    match_grad_strides(models[0])
+    for model in models:
+        model(x).mean().backward()
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        if p.grad is None:  # the last recurrence skips the LR state
+            continue
+        assert p.grad.stride() == p.stride(), name
+        assert torch.equal(p.grad, q.grad), name
