@@ -70,11 +70,28 @@ def tuned(kernel, configs, key, prune=None):
 
 def launch(kernel, fixed, grid_of, args, meta):
     """Launch `kernel` (from `tuned`) with its autotuned config, or with `fixed`
-    ({"BLOCK_M": .., "num_warps": ..}) when AUTOTUNE is off. grid_of(config kwargs) -> grid."""
-    if AUTOTUNE:
-        kernel[grid_of](*args, **meta)
-    else:
+    ({"BLOCK_M": .., "num_warps": ..}) when AUTOTUNE is off. grid_of(config kwargs) -> grid.
+
+    Once the autotuner has picked a config for a key, later launches with that key take the
+    picked config from its cache and launch the jit kernel directly: no Autotuner.run dispatch
+    (argument dicts, key, hooks) on every call."""
+    if not AUTOTUNE:
         kernel[grid_of(fixed)](*args, **meta, **fixed)
+        return
+    picked = kernel.cache.get(tuning_key(kernel, args, meta))
+    if picked is None:
+        kernel[grid_of](*args, **meta)   # tunes this key (or, one candidate left, just picks it)
+    else:
+        kernel.fn.run(*args, grid=grid_of(picked.kwargs), warmup=False, **meta, **picked.all_kwargs())
+
+
+def tuning_key(tuner, args, meta):
+    """The key under which `tuner` (a triton Autotuner) caches its pick for a launch with
+    positional `args` and keyword `meta`: the key arguments' values, then every tensor's dtype."""
+    named = dict(zip(tuner.arg_names, args))
+    named.update(meta)
+    return (*(named[k] for k in tuner.keys if k in named),
+            *(str(a.dtype) for a in named.values() if hasattr(a, "dtype")))
 
 
 def config(num_warps, num_stages, **blocks):
