@@ -50,9 +50,19 @@ def device_guard(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def next_power_of_2(x):
+    """The power of two >= x (x >= 1); plain Python, unlike triton's constexpr function (~3 us a call)."""
+    return 1 << (x - 1).bit_length()
+
+
+def cdiv(a, b):
+    """ceil(a / b) for ints; plain Python, unlike triton.cdiv."""
+    return -(-a // b)
+
+
 def pad_channels(c):
     """The channel block of a kernel that holds all `c` channels: a power of two, at least 16 (tl.dot)."""
-    return max(16, triton.next_power_of_2(c))
+    return max(16, next_power_of_2(c))
 
 
 def emulate_bf16(dtype):
@@ -88,10 +98,9 @@ def launch(kernel, fixed, grid_of, args, meta):
 def tuning_key(tuner, args, meta):
     """The key under which `tuner` (a triton Autotuner) caches its pick for a launch with
     positional `args` and keyword `meta`: the key arguments' values, then every tensor's dtype."""
-    named = dict(zip(tuner.arg_names, args))
-    named.update(meta)
-    return (*(named[k] for k in tuner.keys if k in named),
-            *(str(a.dtype) for a in named.values() if hasattr(a, "dtype")))
+    names = tuner.arg_names
+    return (*(meta[k] if k in meta else args[names.index(k)] for k in tuner.keys),
+            *(str(a.dtype) for a in (*args, *meta.values()) if hasattr(a, "dtype")))
 
 
 def config(num_warps, num_stages, **blocks):

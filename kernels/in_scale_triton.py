@@ -307,7 +307,7 @@ _KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=_KEY, prune=_pruner(co
 
 def _length_bucket(length):
     """The autotune key's bucket of a sequence length: the power of two >= it, in [2^10, 2^16]."""
-    return min(max(triton.next_power_of_2(length), 1024), 65536)
+    return min(max(tc.next_power_of_2(length), 1024), 65536)
 
 
 def _launch(name, grid_of, args, meta):
@@ -333,7 +333,7 @@ def _in_scale_forward(q, k, v, out):
     lse = _new((n, length), v, torch.float32)
     if n and length:
         with tc.device_guard(q):
-            _launch("fwd", lambda m: (triton.cdiv(length, m["BLOCK_M"]), n),
+            _launch("fwd", lambda m: (tc.cdiv(length, m["BLOCK_M"]), n),
                     (q, k, v, out, lse, length, *q.stride(), *k.stride(), *v.stride(), *out.stride()),
                     _meta(ck, cv, q.dtype, length))
     return out, lse
@@ -352,10 +352,10 @@ def _in_scale_backward(q, k, v, out, lse, do, need_dq=True, need_dkdv=True):
         meta = _meta(ck, cv, q.dtype, length)
         with tc.device_guard(q):
             block = 16 if tc.INTERPRET else max(16, 4096 // meta["DV"])
-            _bwd_delta_kernel[(triton.cdiv(length, block), n)](
+            _bwd_delta_kernel[(tc.cdiv(length, block), n)](
                 out, do, delta, length, *out.stride(), *do.stride(),
                 CV=cv, DV=meta["DV"], BLOCK_M=block)
-            _launch("bwd", lambda m: (triton.cdiv(length, m["BLOCK_N"]), n),
+            _launch("bwd", lambda m: (tc.cdiv(length, m["BLOCK_N"]), n),
                     (q, k, v, do, lse, delta, dq, dk, dv, length, *q.stride(), *k.stride(), *v.stride(),
                      *do.stride(), *dk.stride(), *dv.stride()),
                     dict(meta, NEED_DQ=need_dq))

@@ -68,3 +68,9 @@ def test_in_scale_kernels_tune_per_length_bucket():
     assert [ist._length_bucket(n) for n in (1, 700, 2304, 4096, 9216, 36864, 10 ** 6)] == \
         [1024, 1024, 4096, 4096, 16384, 65536, 65536]
     assert ist._KEY == ["CK", "CV", "L_BUCKET"]
+
+
+def test_plain_python_power_of_two_and_cdiv():
+    for x in (1, 2, 3, 16, 17, 2304, 2 ** 20 + 1):
+        assert tc.next_power_of_2(x) == triton.next_power_of_2(x)
+        assert tc.cdiv(x, 16) == triton.cdiv(x, 16) and tc.cdiv(x, 7) == triton.cdiv(x, 7)

@@ -1,0 +1,103 @@
+"""Host (Python) time per call of the in-scale launchers and of one autotuned launch, through
+the autotuner's dispatch (Autotuner.run on every call) and through tc.launch's cached pick.
+
+    python bench/launch_overhead.py [--calls 2000]
+On a GPU: real launches (each timed call returns before its kernel ends; the queue never fills
+at this rate). Without one: kernels compiled for sm_90 by a stand-in driver whose C launcher
+does nothing, so what is timed is all the Python of a launch (the launcher, the autotuner or the
+cached pick, JITFunction.run's binding and cache lookup) but not cuLaunchKernelEx itself.
+Autotuning is replaced by picking the first surviving candidate (nothing to benchmark).
+"""
+import argparse
+import os
+import sys
+import time
+
+if __name__ == "__main__":
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ["CSNLN_TRITON_AUTOTUNE"] = "1"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from bench import markdown  # noqa: E402
+from bench.compile_check import _Sm90Driver  # noqa: E402
+
+
+class _NoLaunchDriver(_Sm90Driver):
+    """The sm_90 stand-in, plus a loader and a C launcher that do nothing."""
+
+    class utils:
+        load_binary = staticmethod(lambda *args: (0, 0, 0, 0, 1024))
+        unload_module = staticmethod(lambda *args: None)
+        get_device_properties = staticmethod(lambda device: {"max_shared_mem": 232448})
+
+    launcher_cls = staticmethod(lambda src, metadata: (lambda *args: None))
+
+
+def _via_autotuner(kernel, fixed, grid_of, args, meta):
+    """A launch through Autotuner.run's dispatch on every call (tc.launch before its cached pick)."""
+    kernel[grid_of](*args, **meta)
+
+
+def _per_call_us(fn, calls, repeats=5):
+    """The best of `repeats` timings of `calls` calls (a shared machine's noise only adds)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return best / calls * 1e6
+
+
+def rows(calls, device):
+    from kernels import _triton_common as tc
+    from kernels import in_scale_triton as ist
+    for kernel in ist._KERNELS.values():   # first surviving candidate instead of a benchmark
+        kernel._bench = lambda *args, config, **meta: [0.0] * 3
+    n, ck, cv, length = (16, 64, 128, 48 * 48) if device == "cuda" else (1, 64, 128, 256)
+    q, k, do = (torch.randn(n, c, length, device=device, dtype=torch.float16) for c in (ck, ck, cv))
+    v = torch.randn(n, cv, length, device=device, dtype=torch.float16)
+    out, lse = ist._in_scale_forward(q, k, v, torch.empty_like(v))
+    ist._in_scale_backward(q, k, v, out, lse, do)
+    meta = ist._meta(ck, cv, q.dtype, length)
+    one = (lambda: tc.launch(ist._KERNELS["fwd"], None, lambda m: (tc.cdiv(length, m["BLOCK_M"]), n),
+                             (q, k, v, out, lse, length, *q.stride(), *k.stride(), *v.stride(), *out.stride()),
+                             meta))
+    cases = {"one forward launch (tc.launch)": one,
+             "forward launcher (1 launch, lse buffer)": lambda: ist._in_scale_forward(q, k, v, out),
+             "backward launcher (2 launches, 4 buffers)": lambda: ist._in_scale_backward(q, k, v, out, lse, do)}
+    table = []
+    for name, fn in cases.items():
+        cached = _per_call_us(fn, calls)
+        saved = tc.launch
+        tc.launch = _via_autotuner
+        try:
+            dispatched = _per_call_us(fn, calls)
+        finally:
+            tc.launch = saved
+        table.append([name, f"{dispatched:.1f}", f"{cached:.1f}", f"{dispatched - cached:.1f}"])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return table, f"{n} x {ck}/{cv} x {length}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        triton.runtime.driver.set_active(_NoLaunchDriver())
+    table, shape = rows(args.calls, device)
+    print(f"{'GPU launches' if device == 'cuda' else 'CPU, sm_90 stand-in, no C launch'}; in-scale fp16 "
+          f"{shape}; torch {torch.__version__}, triton {triton.__version__}")
+    print(markdown.table(["host path", "us / call via Autotuner.run", "us / call, cached pick", "saved us"], table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
