@@ -30,7 +30,7 @@ from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
-                        reset_peak_memory, upscale)
+                        reset_peak_memory, set_cudnn_benchmark, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import figure, figure_row
 
@@ -329,6 +329,7 @@ def _upscaler(config, explicit, device, precision):
     check_runnable(precision, config["attention_backend"], device)
     expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
     model, found = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
+    set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=config["chop"] or config["self_ensemble"])
     upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, chop=config["chop"],
                                self_ensemble=config["self_ensemble"], precision=precision,
                                compile=config["compile"], channels_last=config["channels_last"])
