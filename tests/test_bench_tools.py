@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import tarfile
 
 from bench import candidates, error_table, harness_check, kernel_profile, summarize
@@ -94,3 +95,13 @@ def test_gpu_check_leaves_a_few_small_files(tmp_path):
     assert "./harness/x2/log.jsonl" in names and "./profile.log" in names
     assert not [n for n in names if n.endswith(".pt") or "/data/" in n]
     assert not list(tmp.glob("gpu_check.*"))   # (torch.compile keeps its own cache in TMPDIR)
+
+
+def test_launch_overhead_times_both_paths():
+    """In its own process (kernels compiled for sm_90 by a stand-in driver, not interpreted)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "bench/launch_overhead.py", "--calls", "3"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "launch" in line]
+    assert len(rows) == 3 and all(float(cell) > 0 for row in rows for cell in row.strip("| ").split(" | ")[1:3])
