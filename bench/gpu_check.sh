@@ -7,7 +7,8 @@
 #   harness     train.py and eval.py as a user runs them: ms per step, s per image, peak memory,
 #               one lever at a time (bench/harness_check.py)
 #   tests       the kernels' test files on CUDA tensors
-#   launch      host time per call of the in-scale launchers (bench/launch_overhead.py)
+#   launch      host time per call of the in-scale launchers, Triton launches per operator call
+#               (bench/launch_overhead.py)
 #   errors      error table of both kernels (fp32/fp16/bf16, odd shapes, poisoned outputs, 2x rule)
 #   bench       `pytest bench` (autotuned kernels, baselines, whole network)
 #   candidates  every autotune candidate of every kernel once at the training shapes (fp16, bf16)
@@ -60,7 +61,7 @@ run profile 150 "$work/profile.log" python bench/kernel_profile.py --out "$work/
 run harness 120 "$work/harness.log" python bench/harness_check.py "$work/harness" --seconds $(( $(limit 120) - 10 ))
 CSNLN_TRITON_AUTOTUNE=0 run tests 90 "$work/kernel_tests.log" python -m pytest -q -p no:cacheprovider \
     tests/test_in_scale_triton.py tests/test_cross_scale_triton.py tests/test_triton_launch.py
-run launch 40 "$work/launch.md" python bench/launch_overhead.py --calls 300
+run launch 40 "$work/launch.md" python bench/launch_overhead.py --calls 300 --count
 CSNLN_TRITON_AUTOTUNE=0 run errors 40 "$work/errors.md" python bench/error_table.py --json "$work/errors.json"
 run bench 120 "$work/bench.log" python -m pytest -q -p no:cacheprovider bench --benchmark-json "$work/bench.json"
 run candidates 150 "$work/candidates.md" python bench/candidates.py --json "$work/candidates.json"

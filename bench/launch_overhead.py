@@ -1,12 +1,13 @@
 """Host (Python) time per call of the in-scale launchers and of one autotuned launch, through
-the autotuner's dispatch (Autotuner.run on every call) and through tc.launch's cached pick.
+the autotuner's dispatch (Autotuner.run on every call) and through tc.launch's cached pick;
+with --count, the Triton launches of each operator's forward + backward at the training shapes.
 
-    python bench/launch_overhead.py [--calls 2000]
+    python bench/launch_overhead.py [--calls 2000] [--count]
 At 1 x 64/128 x 256 (kernels of a few microseconds). On a GPU: real launches, host-bound (the
-launch queue does not fill). Without one: kernels compiled for sm_90 by a stand-in driver whose C launcher
-does nothing, so what is timed is all the Python of a launch (the launcher, the autotuner or the
-cached pick, JITFunction.run's binding and cache lookup) but not cuLaunchKernelEx itself.
-Autotuning is replaced by picking the first surviving candidate (nothing to benchmark).
+launch queue does not fill). Without one: kernels compiled for sm_90 by a stand-in driver whose
+C launcher does nothing, so what is timed is all the Python of a launch (the launcher, the
+autotuner or the cached pick, JITFunction.run's binding and cache lookup) but not
+cuLaunchKernelEx itself. Autotuners pick their first surviving candidate (no benchmark).
 """
 import argparse
 import os
@@ -53,11 +54,52 @@ def _per_call_us(fn, calls, repeats=5):
     return best / calls * 1e6
 
 
+def _first_candidates():
+    """Every autotuner picks its first surviving candidate instead of benchmarking."""
+    from kernels import cross_scale_triton, in_scale_triton
+    for module in (in_scale_triton, cross_scale_triton):
+        for kernel in module._KERNELS.values():
+            kernel._bench = lambda *args, config, **meta: [0.0] * 3
+
+
+def launch_counts(device):
+    """Triton launches of one forward + backward call of each operator at the training shapes
+    (fp16, Ck 64, Cv 128; batch 16): op -> launches."""
+    from kernels import cross_scale_triton as cst
+    from kernels import in_scale_triton as ist
+    counted = []
+    run = triton.runtime.jit.JITFunction.run
+
+    def counting_run(fn, *args, **kwargs):
+        counted.append(fn.__name__)
+        return run(fn, *args, **kwargs)
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, dtype=torch.float16)
+
+    out = {}
+    triton.runtime.jit.JITFunction.run = counting_run
+    try:
+        for side in (48, 96):
+            q, k, v = randn(16, 64, side * side), randn(16, 64, side * side), randn(16, 128, side * side)
+            counted.clear()
+            o, lse = ist._in_scale_forward(q, k, v, torch.empty_like(v))
+            ist._in_scale_backward(q, k, v, o, lse, torch.randn_like(o))
+            out[f"in-scale 16 x {side}x{side}"] = len(counted)
+        for s, side in ((2, 48), (3, 48), (2, 96)):
+            q, k, v = randn(16, 64, side, side), randn(16, 64, side // s, side // s), randn(16, 128, side, side)
+            counted.clear()
+            o, lse, inv_n = cst._forward(q, k, v, s, 10.0, True)
+            cst._backward(q, k, v, torch.randn_like(o), lse, inv_n, s, 10.0, (True, True, True))
+            out[f"cross-scale s{s} 16 x {side}x{side}"] = len(counted)
+    finally:
+        triton.runtime.jit.JITFunction.run = run
+    return out
+
+
 def rows(calls, device):
     from kernels import _triton_common as tc
     from kernels import in_scale_triton as ist
-    for kernel in ist._KERNELS.values():   # first surviving candidate instead of a benchmark
-        kernel._bench = lambda *args, config, **meta: [0.0] * 3
     n, ck, cv, length = 1, 64, 128, 256   # kernels of a few microseconds: the host is the bottleneck
     q, k, do = (torch.randn(n, c, length, device=device, dtype=torch.float16) for c in (ck, ck, cv))
     v = torch.randn(n, cv, length, device=device, dtype=torch.float16)
@@ -88,14 +130,20 @@ def rows(calls, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--count", action="store_true", help="also count the Triton launches of each operator's "
+                        "forward + backward at the training shapes")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         triton.runtime.driver.set_active(_NoLaunchDriver())
+    _first_candidates()
     table, shape = rows(args.calls, device)
     print(f"{'GPU launches' if device == 'cuda' else 'CPU, sm_90 stand-in, no C launch'}; in-scale fp16 "
           f"{shape}; torch {torch.__version__}, triton {triton.__version__}")
     print(markdown.table(["host path", "us / call via Autotuner.run", "us / call, cached pick", "saved us"], table))
+    if args.count:
+        print(markdown.table(["operator, forward + backward (training)", "Triton launches"],
+                             [[name, str(n)] for name, n in launch_counts(device).items()]))
     return 0
 
 

@@ -97,11 +97,13 @@ def test_gpu_check_leaves_a_few_small_files(tmp_path):
     assert not list(tmp.glob("gpu_check.*"))   # (torch.compile keeps its own cache in TMPDIR)
 
 
-def test_launch_overhead_times_both_paths():
+def test_launch_overhead_times_both_paths_and_counts_launches():
     """In its own process (kernels compiled for sm_90 by a stand-in driver, not interpreted)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "bench/launch_overhead.py", "--calls", "3"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "bench/launch_overhead.py", "--calls", "3", "--count"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "launch" in line]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "launch" in line][:3]
     assert len(rows) == 3 and all(float(cell) > 0 for row in rows for cell in row.strip("| ").split(" | ")[1:3])
+    assert "| in-scale 16 x 48x48 | 3 |" in result.stdout          # forward, delta, fused backward
+    assert "| cross-scale s2 16 x 48x48 |" in result.stdout
