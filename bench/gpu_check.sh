@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
 # One-shot GPU check, run from the source tree without installing anything:
 #   bash bench/gpu_check.sh [OUT] [STEP ...]        (default OUT: $OUT, else bench/out)
-# Steps, in this order (default: all):
-#   tests       the kernels' test files on CUDA tensors
-#   errors      error table of both kernels (fp32/fp16/bf16, odd shapes, poisoned outputs, 2x rule)
+# Steps, most informative first, in this order (default: all):
+#   profile     per-kernel tables (torch.profiler, top 30 by GPU time) of the x2 and x4 training
+#               steps and of both operators at their bench shapes (bench/kernel_profile.py)
 #   harness     train.py and eval.py as a user runs them: ms per step, s per image, peak memory,
 #               one lever at a time (bench/harness_check.py)
+#   tests       the kernels' test files on CUDA tensors
+#   launch      host time per call of the in-scale launchers, Triton launches per operator call
+#               (bench/launch_overhead.py)
+#   errors      error table of both kernels (fp32/fp16/bf16, odd shapes, poisoned outputs, 2x rule)
 #   bench       `pytest bench` (autotuned kernels, baselines, whole network)
 #   candidates  every autotune candidate of every kernel once at the training shapes (fp16, bf16)
-# All steps share one time budget, GPU_CHECK_SECONDS (default 480): each step runs under its own
-# cap or the time left, whichever is less, and the tables print last. Logs and JSON go to OUT, so
-# a rerun can name the steps that failed or ran out of time. tests and errors use one fixed block
+# All steps share one time budget, GPU_CHECK_SECONDS (default 400, so that the check ends within
+# 7 minutes): each step runs under its own cap or the time left, whichever is less.
+# OUT gets three files: summary.md (versions, each step's status and every table), profile.md and
+# logs.tar.gz (every log and JSON; large logs keep their last 4 MiB). Run folders, checkpoints and
+# the raw logs live in a temporary folder, removed at the end. tests and errors use one fixed block
 # config per kernel (CSNLN_TRITON_AUTOTUNE=0); the rest autotune. Without a GPU the same steps run
 # on the CPU (the interpreter, tiny shapes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-bench/out}}"
 shift $(( $# > 0 ? 1 : 0 ))
-steps="${*:-tests errors harness bench candidates}"
-budget="${GPU_CHECK_SECONDS:-480}"
+all="profile harness tests launch errors bench candidates"
+steps="${*:-$all}"
+budget="${GPU_CHECK_SECONDS:-400}"
 for name in $steps; do
-    [[ " tests errors harness bench candidates " == *" $name "* ]] || { echo "gpu_check.sh: no step $name" >&2; exit 2; }
+    [[ " $all " == *" $name "* ]] || { echo "gpu_check.sh: no step $name" >&2; exit 2; }
 done
 mkdir -p "$out"
+rm -f "$out/summary.md" "$out/profile.md" "$out/logs.tar.gz"
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|',
-           torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$out/versions.txt"
+           torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$work/versions.txt"
 
 declare -A status
-limit() {  # limit CAP -> seconds for the next step: CAP or the budget left, less 10 s for the tables
+limit() {  # limit CAP -> seconds for the next step: CAP or the budget left, less 10 s for the summary
     local left=$(( budget - SECONDS - 10 ))
     echo $(( left < $1 ? left : $1 ))
 }
@@ -47,24 +57,41 @@ run() {  # run NAME CAP LOG COMMAND... : the command under its limit, output to 
     status[$name]=$([ $code -eq 124 ] && echo "timed out after ${seconds} s" || echo "exit $code")
 }
 
-CSNLN_TRITON_AUTOTUNE=0 run tests 120 "$out/kernel_tests.log" python -m pytest -q -p no:cacheprovider \
-    tests/test_in_scale_triton.py tests/test_cross_scale_triton.py
-CSNLN_TRITON_AUTOTUNE=0 run errors 60 "$out/errors.md" python bench/error_table.py --json "$out/errors.json"
-run harness 180 "$out/harness.log" python bench/harness_check.py "$out/harness" --seconds $(( $(limit 180) - 10 ))
-run bench 150 "$out/bench.log" python -m pytest -q -p no:cacheprovider bench --benchmark-json "$out/bench.json"
-run candidates 300 "$out/candidates.md" python bench/candidates.py --json "$out/candidates.json"
+run profile 150 "$work/profile.log" python bench/kernel_profile.py --out "$work/profile.md"
+run harness 120 "$work/harness.log" python bench/harness_check.py "$work/harness" --seconds $(( $(limit 120) - 10 ))
+CSNLN_TRITON_AUTOTUNE=0 run tests 90 "$work/kernel_tests.log" python -m pytest -q -p no:cacheprovider \
+    tests/test_in_scale_triton.py tests/test_cross_scale_triton.py tests/test_triton_launch.py
+run launch 40 "$work/launch.md" python bench/launch_overhead.py --calls 300 --count
+CSNLN_TRITON_AUTOTUNE=0 run errors 40 "$work/errors.md" python bench/error_table.py --json "$work/errors.json"
+run bench 120 "$work/bench.log" python -m pytest -q -p no:cacheprovider bench --benchmark-json "$work/bench.json"
+run candidates 150 "$work/candidates.md" python bench/candidates.py --json "$work/candidates.json"
 
 failed=0
-for name in $steps; do
-    echo "== $name: ${status[$name]:-not run}"
-    [[ "${status[$name]:-}" == "exit 0" ]] || failed=1
-    case $name in
-        tests) [ -f "$out/kernel_tests.log" ] && tail -n 1 "$out/kernel_tests.log" ;;
-        errors) [ -f "$out/errors.md" ] && cat "$out/errors.md" ;;
-        harness) [ -f "$out/harness/harness.md" ] && cat "$out/harness/harness.md" ;;
-        bench) [ -f "$out/bench.json" ] && python bench/summarize.py "$out/bench.json" | tee "$out/table.md" ;;
-        candidates) [ -f "$out/candidates.md" ] && { tail -n 1 "$out/candidates.md"; grep -E "\| NO \|" "$out/candidates.md"; } ;;
-    esac
+{
+    cat "$work/versions.txt"
+    for name in $steps; do
+        echo
+        echo "== $name: ${status[$name]:-not run}"
+        [[ "${status[$name]:-}" == "exit 0" ]] || failed=1
+        case $name in
+            profile) [ -f "$work/profile.md" ] && grep -E "^## |per step" "$work/profile.md" ;;
+            harness) [ -f "$work/harness/harness.md" ] && cat "$work/harness/harness.md" ;;
+            tests) [ -f "$work/kernel_tests.log" ] && tail -n 1 "$work/kernel_tests.log" ;;
+            launch) [ -f "$work/launch.md" ] && grep -v -i warn "$work/launch.md" ;;
+            errors) [ -f "$work/errors.md" ] && cat "$work/errors.md" ;;
+            bench) [ -f "$work/bench.json" ] && python bench/summarize.py "$work/bench.json" ;;
+            candidates) [ -f "$work/candidates.md" ] && { tail -n 1 "$work/candidates.md"; grep -E "\| NO \|" "$work/candidates.md"; } ;;
+        esac
+    done
+    echo
+    echo "== $SECONDS s of ${budget} s"
+} > "$out/summary.md" 2>&1
+cat "$out/summary.md"
+[ -f "$work/profile.md" ] && cp "$work/profile.md" "$out/profile.md"
+# the archive: logs, tables and JSON only (no checkpoints, images or linked data), each capped at 4 MiB
+find "$work" -type f -size +4M | while read -r big; do
+    tail -c 4M "$big" > "$big.tail" && mv "$big.tail" "$big"
 done
-echo "== $SECONDS s of ${budget} s"
+(cd "$work" && find . -type f \( -name "*.log" -o -name "*.md" -o -name "*.json" -o -name "*.jsonl" -o -name "*.txt" \) \
+    -not -path "./harness/data/*" -print0 | tar -czf - --null -T -) > "$out/logs.tar.gz"
 exit $failed

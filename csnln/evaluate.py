@@ -26,7 +26,7 @@ from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
-                        reset_peak_memory, upscale)
+                        reset_peak_memory, set_cudnn_benchmark, upscale)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import comparison_figure, save_figure
 from .provenance import provenance
@@ -319,6 +319,7 @@ def _upscaler(config, explicit, device):
     model, found, stored = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
     options, said = inference_options(config, explicit, stored, device)
     check_runnable(options["precision"], config["attention_backend"], device)
+    set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=options["chop"] or options["self_ensemble"])
     upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
                                compile=config["compile"], channels_last=config["channels_last"])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "

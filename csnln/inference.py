@@ -187,6 +187,14 @@ def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp3
     return out[:, :, :scale * h, :scale * w]
 
 
+def set_cudnn_benchmark(wanted, shapes_repeat):
+    """torch.backends.cudnn.benchmark: on when `wanted` (the config key) and the same convolution
+    shapes repeat (training steps, chopped tiles, ensemble passes), so that cuDNN's timing run
+    of its algorithms, once per new shape, pays off. Returns the setting made."""
+    torch.backends.cudnn.benchmark = bool(wanted and shapes_repeat)
+    return torch.backends.cudnn.benchmark
+
+
 def memory_format(channels_last):
     """The network's memory format: channels-last (NHWC strides) or contiguous (NCHW)."""
     return torch.channels_last if channels_last else torch.contiguous_format

@@ -31,7 +31,7 @@ from .config import ConfigError, UserError, milestones, validate
 from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
 from .files import atomic_write, remove_stale_temps, writable_dir
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
-                        reset_peak_memory)
+                        reset_peak_memory, set_cudnn_benchmark)
 from .model import CSNLN
 from .plot import plot_history
 from .scalars import ScalarLog
@@ -256,6 +256,7 @@ class Trainer:
                            attention_backend=config["attention_backend"],
                            checkpoint_sem=config["checkpoint_sem"])
         self.memory_format = memory_format(config["channels_last"])
+        set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=True)   # every step: the same shapes
         self.model.to(device, memory_format=self.memory_format)
         if self.world > 1:
             match_grad_strides(self.model)

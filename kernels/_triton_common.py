@@ -50,9 +50,19 @@ def device_guard(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def next_power_of_2(x):
+    """The power of two >= x (x >= 1); plain Python, unlike triton's constexpr function (~3 us a call)."""
+    return 1 << (x - 1).bit_length()
+
+
+def cdiv(a, b):
+    """ceil(a / b) for ints; plain Python, unlike triton.cdiv."""
+    return -(-a // b)
+
+
 def pad_channels(c):
     """The channel block of a kernel that holds all `c` channels: a power of two, at least 16 (tl.dot)."""
-    return max(16, triton.next_power_of_2(c))
+    return max(16, next_power_of_2(c))
 
 
 def emulate_bf16(dtype):
@@ -70,11 +80,27 @@ def tuned(kernel, configs, key, prune=None):
 
 def launch(kernel, fixed, grid_of, args, meta):
     """Launch `kernel` (from `tuned`) with its autotuned config, or with `fixed`
-    ({"BLOCK_M": .., "num_warps": ..}) when AUTOTUNE is off. grid_of(config kwargs) -> grid."""
-    if AUTOTUNE:
-        kernel[grid_of](*args, **meta)
-    else:
+    ({"BLOCK_M": .., "num_warps": ..}) when AUTOTUNE is off. grid_of(config kwargs) -> grid.
+
+    Once the autotuner has picked a config for a key, later launches with that key take the
+    picked config from its cache and launch the jit kernel directly: no Autotuner.run dispatch
+    (argument dicts, key, hooks) on every call."""
+    if not AUTOTUNE:
         kernel[grid_of(fixed)](*args, **meta, **fixed)
+        return
+    picked = kernel.cache.get(tuning_key(kernel, args, meta))
+    if picked is None:
+        kernel[grid_of](*args, **meta)   # tunes this key (or, one candidate left, just picks it)
+    else:
+        kernel.fn.run(*args, grid=grid_of(picked.kwargs), warmup=False, **meta, **picked.all_kwargs())
+
+
+def tuning_key(tuner, args, meta):
+    """The key under which `tuner` (a triton Autotuner) caches its pick for a launch with
+    positional `args` and keyword `meta`: the key arguments' values, then every tensor's dtype."""
+    names = tuner.arg_names
+    return (*(meta[k] if k in meta else args[names.index(k)] for k in tuner.keys),
+            *(str(a.dtype) for a in (*args, *meta.values()) if hasattr(a, "dtype")))
 
 
 def config(num_warps, num_stages, **blocks):

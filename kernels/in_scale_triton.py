@@ -12,18 +12,20 @@ Design
   the L x L score matrix never exists. Saved for backward: q, k, v, out and the
   per-row log-sum-exp `lse` [N, L] (fp32).
 * Backward (flash-attention-2): `_bwd_delta_kernel` computes
-  delta = rowsum(dO * O); `_bwd_dkdv_kernel` walks query blocks for one key block
-  (dk, dv); `_bwd_dq_kernel` walks key blocks for one query block (dq). Scores
-  and probabilities are recomputed from q, k and lse; everything accumulates in
-  fp32 and grads are stored in the input dtype.
+  delta = rowsum(dO * O); `_bwd_kernel` walks the query blocks for one key block,
+  recomputing S and P from q, k and lse once: dk, dv accumulate in registers, and
+  each block's dq share dS.k is added to an fp32 [N, Ck, L] buffer with atomics
+  (summation order on a GPU varies run to run). Everything accumulates in fp32;
+  grads are stored in the input dtype.
 * Head dims Ck, Cv (1..256) are padded to powers of two >= 16 with masks; L is a
   plain runtime int (`do_not_specialize`), so a new H*W does not recompile. Key and
   query loops run over full blocks without L masks, then one masked tail block.
 * fp32 inputs use exact fp32 products (`input_precision="ieee"`, no TF32); fp16/bf16
   inputs feed the tensor cores with fp32 accumulation (P and dS are rounded to the
   input dtype before their matmuls, as in flash-attention).
-* On GPU the block sizes are autotuned per (Ck, Cv, dtype), not per L (the first
-  call of each key benchmarks the candidates, pruned by dtype and shared memory).
+* On GPU the block sizes are autotuned per (Ck, Cv, dtype, power-of-two bucket of L:
+  `L_BUCKET`, an argument the kernels only carry for the key); the first call of each key
+  benchmarks the candidates, pruned by dtype and shared memory.
   Under TRITON_INTERPRET=1 or CSNLN_TRITON_AUTOTUNE=0 (decided once at import) a fixed
   small config is launched. Under the interpreter bf16 runs with fp32 dots of the bf16 tiles and emulated round-to-nearest casts
   (EMU_BF16): the interpreter's bf16 dot is wrong and its fp32->bf16 cast truncates.
@@ -93,14 +95,13 @@ def _fwd_loop(acc, m_i, l_i, q, k_ptrs, v_ptrs, start, end, L, offs_n, offs_dk, 
     return acc, m_i, l_i
 
 
-@triton.jit(do_not_specialize=["L"])
+@triton.jit(do_not_specialize=["L", "L_BUCKET"])
 def _fwd_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, L,
-                  sq_n, sq_c, sq_l, sk_n, sk_c, sk_l, sv_n, sv_c, sv_l, so_n, so_c, so_l,
+                  sq_n, sq_c, sq_l, sk_n, sk_c, sk_l, sv_n, sv_c, sv_l, so_n, so_c, so_l, L_BUCKET,
                   CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
                   EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """q_ptr, k_ptr [N, CK, L], v_ptr, out_ptr [N, CV, L] (strided), lse_ptr [N, L] fp32 contiguous.
-
-    Grid (cdiv(L, BLOCK_M), N).
+    L_BUCKET: unused (autotune key). Grid (cdiv(L, BLOCK_M), N).
     """
     pid_m = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -160,12 +161,15 @@ def _bwd_delta_kernel(out_ptr, do_ptr, delta_ptr, L, so_n, so_c, so_l, sdo_n, sd
 
 
 @triton.jit
-def _dkdv_loop(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, start, end, L, offs_m,
-               offs_dk, offs_dv, sq_l, sdo_l, CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr,
-               DV: tl.constexpr, BLOCK_M: tl.constexpr, MASK_M: tl.constexpr, EMU_BF16: tl.constexpr):
-    """Accumulate dk, dv of one key block over query blocks [start, end) (transposed scores)."""
+def _bwd_loop(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, dq_ptrs, start, end, L, offs_m,
+              offs_dk, offs_dv, sq_l, sdo_l, CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr,
+              DV: tl.constexpr, BLOCK_M: tl.constexpr, MASK_M: tl.constexpr, NEED_DQ: tl.constexpr,
+              EMU_BF16: tl.constexpr):
+    """One key block over query blocks [start, end) (transposed scores): accumulate dk, dv and
+    add each query block's dq share to dq_ptrs (fp32 [BM, DK] tile pointers) atomically."""
     q_step = _i64(sq_l) * BLOCK_M
     do_step = _i64(sdo_l) * BLOCK_M
+    dq_ok = offs_dk[None, :] < CK
     for start_m in range(start, end, BLOCK_M):
         rows = start_m + offs_m
         q = _load2(q_ptrs, rows, L, offs_dk, CK, MASK_M, CK < DK)      # [BM, DK]
@@ -181,22 +185,31 @@ def _dkdv_loop(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, start, end, 
         pt = tl.exp2((st - lse[None, :]) * LOG2E)
         dv = mma(cast(pt, do.dtype, EMU_BF16), do, dv, EMU_BF16)
         dpt = mma(v, tl.trans(do), None, EMU_BF16)                       # [BN, BM]
-        dst = pt * (dpt - delta[None, :])
-        dk = mma(cast(dst, q.dtype, EMU_BF16), q, dk, EMU_BF16)
+        dst = cast(pt * (dpt - delta[None, :]), q.dtype, EMU_BF16)
+        dk = mma(dst, q, dk, EMU_BF16)
+        if NEED_DQ:
+            dq = mma(tl.trans(dst), k, None, EMU_BF16)                   # [BM, DK]
+            if MASK_M:
+                tl.atomic_add(dq_ptrs, dq, mask=(rows[:, None] < L) & dq_ok, sem="relaxed")
+            else:
+                tl.atomic_add(dq_ptrs, dq, mask=dq_ok, sem="relaxed")
         q_ptrs += q_step
         do_ptrs += do_step
+        dq_ptrs += BLOCK_M
         lse_ptrs += BLOCK_M
         delta_ptrs += BLOCK_M
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["L"])
-def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, L,
-                       sq_n, sq_c, sq_l, sk_n, sk_c, sk_l, sv_n, sv_c, sv_l, sdo_n, sdo_c, sdo_l,
-                       sdk_n, sdk_c, sdk_l, sdv_n, sdv_c, sdv_l,
-                       CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                       EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dk_ptr [N, CK, L], dv_ptr [N, CV, L] for one key block per program; grid (cdiv(L, BLOCK_N), N)."""
+@triton.jit(do_not_specialize=["L", "L_BUCKET"])
+def _bwd_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr, L,
+                sq_n, sq_c, sq_l, sk_n, sk_c, sk_l, sv_n, sv_c, sv_l, sdo_n, sdo_c, sdo_l,
+                sdk_n, sdk_c, sdk_l, sdv_n, sdv_c, sdv_l, L_BUCKET,
+                CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
+                NEED_DQ: tl.constexpr, EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dk_ptr [N, CK, L], dv_ptr [N, CV, L] (strided) of one key block per program; dq_ptr
+    [N, CK, L] fp32 contiguous, zeroed, accumulated over key blocks (when NEED_DQ).
+    L_BUCKET: unused (autotune key). Grid (cdiv(L, BLOCK_N), N)."""
     pid_n = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -207,6 +220,7 @@ def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv
     m64 = offs_m.to(tl.int64)
     dk64 = offs_dk.to(tl.int64)
     dv64 = offs_dv.to(tl.int64)
+    L64 = _i64(L)
 
     k = _load2(k_ptr + b * sk_n + n64[:, None] * sk_l + dk64[None, :] * sk_c,
                offs_n, L, offs_dk, CK, True, CK < DK)                     # [BN, DK]
@@ -214,87 +228,26 @@ def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv
                offs_n, L, offs_dv, CV, True, CV < DV)                     # [BN, DV]
     q_ptrs = q_ptr + b * sq_n + m64[:, None] * sq_l + dk64[None, :] * sq_c       # [BM, DK]
     do_ptrs = do_ptr + b * sdo_n + m64[:, None] * sdo_l + dv64[None, :] * sdo_c   # [BM, DV]
+    dq_ptrs = dq_ptr + b * CK * L64 + m64[:, None] + dk64[None, :] * L64          # [BM, DK]
     lse_ptrs = lse_ptr + b * L + m64
     delta_ptrs = delta_ptr + b * L + m64
 
     dk = tl.zeros([BLOCK_N, DK], tl.float32)
     dv = tl.zeros([BLOCK_N, DV], tl.float32)
     l_full = (L // BLOCK_M) * BLOCK_M
-    dk, dv = _dkdv_loop(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, 0, l_full, L, offs_m,
-                        offs_dk, offs_dv, sq_l, sdo_l, CK, CV, DK, DV, BLOCK_M, False, EMU_BF16)
+    dk, dv = _bwd_loop(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, dq_ptrs, 0, l_full, L,
+                       offs_m, offs_dk, offs_dv, sq_l, sdo_l, CK, CV, DK, DV, BLOCK_M, False, NEED_DQ,
+                       EMU_BF16)
     tail = _i64(l_full)
-    dk, dv = _dkdv_loop(dk, dv, k, v, q_ptrs + tail * sq_l, do_ptrs + tail * sdo_l, lse_ptrs + tail,
-                        delta_ptrs + tail, l_full, L, L, offs_m, offs_dk, offs_dv, sq_l, sdo_l,
-                        CK, CV, DK, DV, BLOCK_M, True, EMU_BF16)
+    dk, dv = _bwd_loop(dk, dv, k, v, q_ptrs + tail * sq_l, do_ptrs + tail * sdo_l, lse_ptrs + tail,
+                       delta_ptrs + tail, dq_ptrs + tail, l_full, L, L, offs_m, offs_dk, offs_dv, sq_l,
+                       sdo_l, CK, CV, DK, DV, BLOCK_M, True, NEED_DQ, EMU_BF16)
 
     row_ok = offs_n[:, None] < L
     tl.store(dk_ptr + b * sdk_n + n64[:, None] * sdk_l + dk64[None, :] * sdk_c,
              cast(dk, dk_ptr.dtype.element_ty, EMU_BF16), mask=row_ok & (offs_dk[None, :] < CK))
     tl.store(dv_ptr + b * sdv_n + n64[:, None] * sdv_l + dv64[None, :] * sdv_c,
              cast(dv, dv_ptr.dtype.element_ty, EMU_BF16), mask=row_ok & (offs_dv[None, :] < CV))
-
-
-@triton.jit
-def _dq_loop(dq, q, do, lse, delta, k_ptrs, v_ptrs, start, end, L, offs_n, offs_dk, offs_dv,
-             sk_l, sv_l, CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-             BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, EMU_BF16: tl.constexpr):
-    """Accumulate dq of one query block over key blocks [start, end)."""
-    k_step = _i64(sk_l) * BLOCK_N
-    v_step = _i64(sv_l) * BLOCK_N
-    for start_n in range(start, end, BLOCK_N):
-        cols = start_n + offs_n
-        kt = _load2(k_ptrs, offs_dk, CK, cols, L, CK < DK, MASK_N)   # [DK, BN]
-        vt = _load2(v_ptrs, offs_dv, CV, cols, L, CV < DV, MASK_N)   # [DV, BN]
-        s = mma(q, kt, None, EMU_BF16)                                # [BM, BN]
-        p = tl.exp2((s - lse[:, None]) * LOG2E)
-        if MASK_N:
-            p = tl.where(cols[None, :] < L, p, 0.0)
-        dp = mma(do, vt, None, EMU_BF16)                              # [BM, BN]
-        ds = p * (dp - delta[:, None])
-        dq = mma(cast(ds, kt.dtype, EMU_BF16), tl.trans(kt), dq, EMU_BF16)
-        k_ptrs += k_step
-        v_ptrs += v_step
-    return dq
-
-
-@triton.jit(do_not_specialize=["L"])
-def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, L,
-                     sq_n, sq_c, sq_l, sk_n, sk_c, sk_l, sv_n, sv_c, sv_l, sdo_n, sdo_c, sdo_l,
-                     sdq_n, sdq_c, sdq_l,
-                     CK: tl.constexpr, CV: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                     EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dq_ptr [N, CK, L] for one query block per program; grid (cdiv(L, BLOCK_M), N)."""
-    pid_m = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_dk = tl.arange(0, DK)
-    offs_dv = tl.arange(0, DV)
-    m64 = offs_m.to(tl.int64)
-    n64 = offs_n.to(tl.int64)
-    dk64 = offs_dk.to(tl.int64)
-    dv64 = offs_dv.to(tl.int64)
-    row_ok = offs_m < L
-
-    q = _load2(q_ptr + b * sq_n + m64[:, None] * sq_l + dk64[None, :] * sq_c,
-               offs_m, L, offs_dk, CK, True, CK < DK)                     # [BM, DK]
-    do = _load2(do_ptr + b * sdo_n + m64[:, None] * sdo_l + dv64[None, :] * sdo_c,
-                offs_m, L, offs_dv, CV, True, CV < DV)                    # [BM, DV]
-    lse = tl.load(lse_ptr + b * L + m64, mask=row_ok, other=float("inf"))
-    delta = tl.load(delta_ptr + b * L + m64, mask=row_ok, other=0.0)
-    k_ptrs = k_ptr + b * sk_n + dk64[:, None] * sk_c + n64[None, :] * sk_l       # [DK, BN]
-    v_ptrs = v_ptr + b * sv_n + dv64[:, None] * sv_c + n64[None, :] * sv_l       # [DV, BN]
-
-    dq = tl.zeros([BLOCK_M, DK], tl.float32)
-    l_full = (L // BLOCK_N) * BLOCK_N
-    dq = _dq_loop(dq, q, do, lse, delta, k_ptrs, v_ptrs, 0, l_full, L, offs_n, offs_dk, offs_dv,
-                  sk_l, sv_l, CK, CV, DK, DV, BLOCK_N, False, EMU_BF16)
-    tail = _i64(l_full)
-    dq = _dq_loop(dq, q, do, lse, delta, k_ptrs + tail * sk_l, v_ptrs + tail * sv_l, l_full, L, L,
-                  offs_n, offs_dk, offs_dv, sk_l, sv_l, CK, CV, DK, DV, BLOCK_N, True, EMU_BF16)
-
-    tl.store(dq_ptr + b * sdq_n + m64[:, None] * sdq_l + dk64[None, :] * sdq_c,
-             cast(dq, dq_ptr.dtype.element_ty, EMU_BF16), mask=row_ok[:, None] & (offs_dk[None, :] < CK))
 
 
 # --------------------------------------------------------------------------- configs
@@ -313,15 +266,10 @@ _FWD_CONFIGS = (    # BLOCK_M: query rows per program, BLOCK_N: streamed key row
     [_cfg(32, 32, 8, 2), _cfg(64, 32, 8, 2), _cfg(32, 16, 4, 2), _cfg(16, 32, 4, 2),
      _cfg(16, 64, 4, 2), _cfg(32, 32, 4, 2)],
 )
-_DKDV_CONFIGS = (   # BLOCK_N: key rows per program, BLOCK_M: streamed query rows
-    [_cfg(32, 128, 8, 3), _cfg(64, 128, 8, 3), _cfg(64, 64, 8, 3), _cfg(32, 64, 4, 3),
+_BWD_CONFIGS = (    # BLOCK_N: key rows per program, BLOCK_M: streamed query rows
+    [_cfg(32, 128, 8, 3), _cfg(32, 64, 8, 3), _cfg(32, 64, 4, 3),
      _cfg(16, 128, 8, 3), _cfg(16, 64, 4, 2)],
     [_cfg(16, 32, 8, 2), _cfg(32, 16, 8, 2), _cfg(16, 16, 8, 2), _cfg(16, 16, 4, 2)],
-)
-_DQ_CONFIGS = (     # BLOCK_M: query rows per program, BLOCK_N: streamed key rows
-    [_cfg(128, 32, 4, 3), _cfg(128, 64, 8, 3), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 3),
-     _cfg(64, 32, 4, 3), _cfg(64, 16, 4, 2)],
-    [_cfg(32, 16, 4, 2), _cfg(16, 32, 4, 2), _cfg(32, 64, 8, 2), _cfg(16, 16, 4, 2)],
 )
 _SMEM_BUDGET = 160 * 1024
 
@@ -350,12 +298,16 @@ def _pruner(config_sets, streamed):
 
 # name -> (autotune candidates, fixed config for the interpreter / CSNLN_TRITON_AUTOTUNE=0)
 _CONFIGS = {"fwd": (_FWD_CONFIGS[0] + _FWD_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16)),
-            "dkdv": (_DKDV_CONFIGS[0] + _DKDV_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16)),
-            "dq": (_DQ_CONFIGS[0] + _DQ_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16))}
-_KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=["CK", "CV"], prune=_pruner(config_sets, streamed))
+            "bwd": (_BWD_CONFIGS[0] + _BWD_CONFIGS[1], dict(BLOCK_M=16, BLOCK_N=16))}
+_KEY = ["CK", "CV", "L_BUCKET"]
+_KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=_KEY, prune=_pruner(config_sets, streamed))
             for name, kernel, config_sets, streamed in (("fwd", _fwd_kernel, _FWD_CONFIGS, "BLOCK_N"),
-                                                         ("dkdv", _bwd_dkdv_kernel, _DKDV_CONFIGS, "BLOCK_M"),
-                                                         ("dq", _bwd_dq_kernel, _DQ_CONFIGS, "BLOCK_N"))}
+                                                         ("bwd", _bwd_kernel, _BWD_CONFIGS, "BLOCK_M"))}
+
+
+def _length_bucket(length):
+    """The autotune key's bucket of a sequence length: the power of two >= it, in [2^10, 2^16]."""
+    return min(max(tc.next_power_of_2(length), 1024), 65536)
 
 
 def _launch(name, grid_of, args, meta):
@@ -368,9 +320,9 @@ def _new(shape, like, dtype=None):
     return tc.new_buffer(shape, like.dtype if dtype is None else dtype, like.device)
 
 
-def _meta(ck, cv, dtype):
-    return dict(CK=ck, CV=cv, DK=tc.pad_channels(ck), DV=tc.pad_channels(cv),
-                EMU_BF16=tc.emulate_bf16(dtype))
+def _meta(ck, cv, dtype, length):
+    return dict(L_BUCKET=_length_bucket(length), CK=ck, CV=cv, DK=tc.pad_channels(ck),
+                DV=tc.pad_channels(cv), EMU_BF16=tc.emulate_bf16(dtype))
 
 
 def _in_scale_forward(q, k, v, out):
@@ -381,9 +333,9 @@ def _in_scale_forward(q, k, v, out):
     lse = _new((n, length), v, torch.float32)
     if n and length:
         with tc.device_guard(q):
-            _launch("fwd", lambda m: (triton.cdiv(length, m["BLOCK_M"]), n),
+            _launch("fwd", lambda m: (tc.cdiv(length, m["BLOCK_M"]), n),
                     (q, k, v, out, lse, length, *q.stride(), *k.stride(), *v.stride(), *out.stride()),
-                    _meta(ck, cv, q.dtype))
+                    _meta(ck, cv, q.dtype, length))
     return out, lse
 
 
@@ -392,26 +344,25 @@ def _in_scale_backward(q, k, v, out, lse, do, need_dq=True, need_dkdv=True):
     (None for the ones not needed)."""
     n, ck, length = q.shape
     cv = v.shape[1]
-    dq = _new(q.shape, q) if need_dq else None
-    dk, dv = (_new(k.shape, k), _new(v.shape, v)) if need_dkdv else (None, None)
-    if not (n and length):
-        return tuple(None if t is None else t.zero_() for t in (dq, dk, dv))
-    delta = _new((n, length), q, torch.float32)
-    meta = _meta(ck, cv, q.dtype)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    with tc.device_guard(q):
-        block = 16 if tc.INTERPRET else max(16, 4096 // meta["DV"])
-        _bwd_delta_kernel[(triton.cdiv(length, block), n)](
-            out, do, delta, length, *out.stride(), *do.stride(),
-            CV=cv, DV=meta["DV"], BLOCK_M=block)
-        if need_dkdv:
-            _launch("dkdv", lambda m: (triton.cdiv(length, m["BLOCK_N"]), n),
-                    (q, k, v, do, lse, delta, dk, dv, length, *strides, *dk.stride(), *dv.stride()),
-                    meta)
-        if need_dq:
-            _launch("dq", lambda m: (triton.cdiv(length, m["BLOCK_M"]), n),
-                    (q, k, v, do, lse, delta, dq, length, *strides, *dq.stride()), meta)
-    return dq, dk, dv
+    # dq accumulates in fp32 over the key blocks: the buffer must start at zero.
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if need_dq else q.new_empty(0)
+    dk, dv = _new(k.shape, k), _new(v.shape, v)   # written whenever the kernel runs
+    if n and length:
+        delta = _new((n, length), q, torch.float32)
+        meta = _meta(ck, cv, q.dtype, length)
+        with tc.device_guard(q):
+            block = 16 if tc.INTERPRET else max(16, 4096 // meta["DV"])
+            _bwd_delta_kernel[(tc.cdiv(length, block), n)](
+                out, do, delta, length, *out.stride(), *do.stride(),
+                CV=cv, DV=meta["DV"], BLOCK_M=block)
+            _launch("bwd", lambda m: (tc.cdiv(length, m["BLOCK_N"]), n),
+                    (q, k, v, do, lse, delta, dq, dk, dv, length, *q.stride(), *k.stride(), *v.stride(),
+                     *do.stride(), *dk.stride(), *dv.stride()),
+                    dict(meta, NEED_DQ=need_dq))
+    else:
+        dk.zero_(), dv.zero_()
+    dq = dq.to(q.dtype) if need_dq else None
+    return (dq, dk, dv) if need_dkdv else (dq, None, None)
 
 
 # --------------------------------------------------------------------------- custom ops

@@ -1,8 +1,15 @@
 """The GPU-check tools, exercised on the CPU: the error table, the candidate sweep, the
-benchmark summary and the harness runs."""
+benchmark summary, the harness runs, the per-kernel profile and gpu_check.sh's compact result."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
 
-from bench import candidates, error_table, harness_check, summarize
+from bench import candidates, error_table, harness_check, kernel_profile, summarize
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_error_table_runs_both_kernels_and_passes(tmp_path):
@@ -56,3 +63,47 @@ def test_harness_check_names_the_runs_it_had_no_time_for(tmp_path):
     assert harness_check.main([str(tmp_path), "--runs", "x2", "eval Set5 whole", "--seconds", "0"]) == 0
     table = (tmp_path / "harness.md").read_text()
     assert "| x2 | not run: out of time |" in table and "| eval Set5 whole | not run: out of time |" in table
+
+
+def test_kernel_profile_tabulates_each_case(tmp_path):
+    path = tmp_path / "profile.md"
+    assert kernel_profile.main(["--top", "5", "--cases", "train x2", "train x4", "--out", str(path)]) == 0
+    text = path.read_text()
+    for case in ("## train x2", "## train x4"):
+        section = text.split(case)[1].split("## ")[0]
+        assert "per step" in section and len([line for line in section.splitlines() if line.startswith("| ")]) == 1 + 5
+
+
+def test_gpu_check_leaves_a_few_small_files(tmp_path):
+    """Two steps that run on the CPU in a minute, the harness included: OUT holds at most 8 files,
+    none over 16 MiB (summary, profile, one archive of logs without checkpoints), and the
+    temporary folder with the run folders is gone."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, GPU_CHECK_SECONDS="75", TMPDIR=str(tmp))
+    env.pop("TRITON_INTERPRET", None)
+    # exit 1 when a harness run (eval.py on whole images is slow here) ran out of its time
+    subprocess.run(["bash", "bench/gpu_check.sh", str(out), "profile", "harness"], cwd=ROOT, env=env,
+                   capture_output=True, text=True, timeout=300)
+    files = list(out.rglob("*"))
+    assert sorted(f.name for f in files) == ["logs.tar.gz", "profile.md", "summary.md"]
+    assert all(f.is_file() and f.stat().st_size <= 16 * 2**20 for f in files)
+    summary = (out / "summary.md").read_text()
+    assert "== profile: exit 0" in summary and "== harness: " in summary and "| x2 | ok |" in summary
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "./harness/x2/log.jsonl" in names and "./profile.log" in names
+    assert not [n for n in names if n.endswith(".pt") or "/data/" in n]
+    assert not list(tmp.glob("gpu_check.*"))   # (torch.compile keeps its own cache in TMPDIR)
+
+
+def test_launch_overhead_times_both_paths_and_counts_launches():
+    """In its own process (kernels compiled for sm_90 by a stand-in driver, not interpreted)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "bench/launch_overhead.py", "--calls", "3", "--count"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "launch" in line][:3]
+    assert len(rows) == 3 and all(float(cell) > 0 for row in rows for cell in row.strip("| ").split(" | ")[1:3])
+    assert "| in-scale 16 x 48x48 | 3 |" in result.stdout          # forward, delta, fused backward
+    assert "| cross-scale s2 16 x 48x48 |" in result.stdout

@@ -1,8 +1,10 @@
 """The configuration loader: defaults, YAML files, --key value overrides, clear errors."""
 import pytest
+import torch
 
 from csnln.cli import parse
 from csnln.config import ConfigError, load_config, options
+from csnln.inference import set_cudnn_benchmark
 
 
 def test_defaults_are_the_papers_recipe():
@@ -83,3 +85,11 @@ def test_empty_and_out_of_range_values_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=overrides)
     assert load_config(overrides=["--data_test", ""])["data_test"] == ""
+
+
+@pytest.mark.parametrize("overrides,repeat,on", [([], True, True), ([], False, False),
+                                                 (["--cudnn_benchmark", "false"], True, False)])
+def test_cudnn_benchmark_on_by_default_where_shapes_repeat(monkeypatch, overrides, repeat, on):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not on)
+    assert set_cudnn_benchmark(load_config(overrides=overrides)["cudnn_benchmark"], repeat) is on
+    assert torch.backends.cudnn.benchmark is on
