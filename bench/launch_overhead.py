@@ -1,13 +1,14 @@
-"""Host (Python) time per call of the in-scale launchers and of one autotuned launch, through
+"""Host (Python) time per call of both operators' launchers and of one autotuned launch, through
 the autotuner's dispatch (Autotuner.run on every call) and through tc.launch's cached pick;
 with --count, the Triton launches of each operator's forward + backward at the training shapes.
 
     python bench/launch_overhead.py [--calls 2000] [--count]
-At 1 x 64/128 x 256 (kernels of a few microseconds). On a GPU: real launches, host-bound (the
+At 1 x 64/128 x 256 in-scale and 1 x 64/128 x 16 x 16, s 2 cross-scale (kernels of a few microseconds). On a GPU: real launches, host-bound (the
 launch queue does not fill). Without one: kernels compiled for sm_90 by a stand-in driver whose
 C launcher does nothing, so what is timed is all the Python of a launch (the launcher, the
 autotuner or the cached pick, JITFunction.run's binding and cache lookup) but not
-cuLaunchKernelEx itself. Autotuners pick their first surviving candidate (no benchmark).
+cuLaunchKernelEx itself; the cross-scale launchers' torch ops (layouts, key norms, GEMMs on
+16 x 16 maps) run on the CPU, about their dispatch cost at this size. Autotuners pick their first surviving candidate (no benchmark).
 """
 import argparse
 import os
@@ -89,12 +90,56 @@ def launch_counts(device):
         for s, side in ((2, 48), (3, 48), (2, 96)):
             q, k, v = randn(16, 64, side, side), randn(16, 64, side // s, side // s), randn(16, 128, side, side)
             counted.clear()
-            o, lse, inv_n = cst._forward(q, k, v, s, 10.0, True)
+            o, lse, inv_n = cst._forward(q, k, v, s, 10.0)
             cst._backward(q, k, v, torch.randn_like(o), lse, inv_n, s, 10.0, (True, True, True))
             out[f"cross-scale s{s} 16 x {side}x{side}"] = len(counted)
     finally:
         triton.runtime.jit.JITFunction.run = run
     return out
+
+
+def _cross_scale_cases(device, n=1, ck=64, cv=128, side=16, s=2):
+    """The cross-scale launchers' host work, in two parts: their Triton launches (recorded from one
+    forward and one backward at 16 x 16, then replayed through tc.launch), and their torch ops with
+    the Triton launches left out, on fp32 CPU tensors of 4 x 4 maps (dispatch plus a little
+    compute: an upper bound of what the ops cost the host; meta tensors would time Python
+    meta functions instead)."""
+    from kernels import cross_scale_triton as cst
+
+    def inputs(dev, side=side, dtype=torch.float16):
+        q, k, v = (torch.randn(n, c, hw, hw, device=dev, dtype=dtype)
+                   for c, hw in ((ck, side), (ck, side // s), (cv, side)))
+        out, lse, inv_n = cst._forward(q, k, v, s, 10.0)
+        return (q, k, v, s, 10.0), (q, k, v, torch.randn_like(out), lse, inv_n, s, 10.0, (True, True, True))
+
+    launch, recorded = cst._launch, {"forward": [], "backward": []}
+    fwd, bwd = inputs(device)
+    for name, fn, args in (("forward", cst._forward, fwd), ("backward", cst._backward, bwd)):
+        cst._launch = lambda *a, _to=recorded[name], **m: (_to.append((a, m)), launch(*a, **m))
+        try:
+            fn(*args)
+        finally:
+            cst._launch = launch
+    cst._launch = lambda *a, **m: None
+    try:
+        tiny_fwd, tiny_bwd = inputs("cpu", 4, torch.float32)
+    finally:
+        cst._launch = launch
+
+    def torch_ops(fn, args):
+        def run():
+            cst._launch = lambda *a, **m: None
+            try:
+                fn(*args)
+            finally:
+                cst._launch = launch
+        return run
+
+    replay = {name: (lambda calls=calls: [launch(*a, **m) for a, m in calls]) for name, calls in recorded.items()}
+    return {f"cross-scale forward: its {len(recorded['forward'])} Triton launches": replay["forward"],
+            "cross-scale forward: its torch ops (CPU, 4 x 4)": torch_ops(cst._forward, tiny_fwd),
+            f"cross-scale backward: its {len(recorded['backward'])} Triton launches": replay["backward"],
+            "cross-scale backward: its torch ops (CPU, 4 x 4)": torch_ops(cst._backward, tiny_bwd)}
 
 
 def rows(calls, device):
@@ -112,6 +157,7 @@ def rows(calls, device):
     cases = {"one forward launch (tc.launch)": one,
              "forward launcher (1 launch, lse buffer)": lambda: ist._in_scale_forward(q, k, v, out),
              "backward launcher (2 launches, 4 buffers)": lambda: ist._in_scale_backward(q, k, v, out, lse, do)}
+    cases.update(_cross_scale_cases(device))
     table = []
     for name, fn in cases.items():
         cached = _per_call_us(fn, calls)
@@ -124,7 +170,7 @@ def rows(calls, device):
         table.append([name, f"{dispatched:.1f}", f"{cached:.1f}", f"{dispatched - cached:.1f}"])
     if device == "cuda":
         torch.cuda.synchronize()
-    return table, f"{n} x {ck}/{cv} x {length}"
+    return table, f"{n} x {ck}/{cv} x {length}, cross-scale {n} x {ck}/{cv} x 16 x 16 s 2"
 
 
 def main(argv=None):

@@ -270,11 +270,11 @@ def plan(n, H, W, L, C, esize, backward, budget=None):
     budget = BAND_BYTES if budget is None else budget
     whole = band_bytes(H, H, W, L, C, esize, backward)
     if whole <= budget:
-        groups = triton.cdiv(n, max(1, budget // max(1, whole)))
-        size = max(1, triton.cdiv(n, groups))
+        groups = tc.cdiv(n, max(1, budget // max(1, whole)))
+        size = max(1, tc.cdiv(n, groups))
         return [(i, min(n, i + size)) for i in range(0, n, size)], [(0, H)]
     fits = next((r for r in range(H - 1, 0, -1) if band_bytes(r, min(H, r + 2), W, L, C, esize, backward) <= budget), 1)
-    rows = triton.cdiv(H, triton.cdiv(H, fits))
+    rows = tc.cdiv(H, tc.cdiv(H, fits))
     return [(i, i + 1) for i in range(n)], [(y, min(H, y + rows)) for y in range(0, H, rows)]
 
 
@@ -315,9 +315,9 @@ def _probs(qp, kp, inv_n, lse, rows, core, W, h, w, a, stats, dtype, meta):
     """P [G, rows*W, L] in `dtype` for query rows `rows`; stats: lse of the rows `core` stored."""
     g, (r0, r1), L = qp.shape[0], rows, h * w
     probs = tc.new_buffer((g, (r1 - r0) * W, L), dtype, qp.device)
-    _launch("probs", lambda m: (triton.cdiv((r1 - r0) * W, m["BLOCK_M"]), g),
+    _launch("probs", lambda m: (tc.cdiv((r1 - r0) * W, m["BLOCK_M"]), g),
             qp, kp, inv_n, lse, probs, r0, r1 - r0, *core, lse.shape[1] // W, W, h, w, L, float(a) * tc.LOG2E,
-            CK=qp.shape[3], STATS=stats, L_BUCKET=triton.next_power_of_2(L), **meta)
+            CK=qp.shape[3], STATS=stats, L_BUCKET=tc.next_power_of_2(L), **meta)
     return probs
 
 
@@ -329,7 +329,7 @@ def _stencil(src, src_rows, dst_rows, W, h, w, sign, dtype, meta, wgt=None, wgt_
     dst = tc.new_buffer((g, (d1 - d0) * W, L), dtype, src.device)
     delta = tc.new_buffer((g, (d1 - d0) * W), torch.float32, src.device) if wgt is not None else dst
     w0, w1 = wgt_rows if wgt is not None else src_rows
-    _launch("stencil", lambda m: (triton.cdiv((d1 - d0) * W, m["BLOCK_M"]), g),
+    _launch("stencil", lambda m: (tc.cdiv((d1 - d0) * W, m["BLOCK_M"]), g),
             src, dst, src if wgt is None else wgt, delta, s0, s1 - s0, d0, d1 - d0, w0, w1 - w0, W, h, w, L,
             SIGN=sign, ROWDOT=wgt is not None, **meta)
     return (dst, delta) if wgt is not None else dst
@@ -402,7 +402,7 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                 del e
                 dsn = tc.new_buffer(dp.shape, q.dtype, q.device)
                 cs = csum[i0:i1] if need[1] else torch.zeros(i1 - i0, L, **f32)
-                _launch("ds", lambda m: (triton.cdiv(L, m["BLOCK_N"]), i1 - i0),
+                _launch("ds", lambda m: (tc.cdiv(L, m["BLOCK_N"]), i1 - i0),
                         probs, dp, delta, lse[i0:i1], inv_n[i0:i1], dsn, cs, p0, p1 - p0, y0, y1 - y0,
                         H, W, L, float(a), **meta)
                 del dp, probs
