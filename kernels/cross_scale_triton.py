@@ -1,18 +1,18 @@
-"""Cross-scale attention on the GPU: three coalesced Triton kernels and cuBLAS GEMMs.
+"""Cross-scale attention on the GPU: coalesced Triton kernels and cuBLAS GEMMs.
 
 Per image (kernels.cross_scale_torch has the same math in PyTorch): q [Ck, H, W], k [Ck, h, w],
 v [Cv, H, W], h = H/s, w = W/s, L = h*w, C = Cv*s*s, a = softmax_scale, taps
 d_t = (dy, dx) in {-1, 0, 1}^2, inv_n[l] = 1 / max(||3x3 patch of k at l||, floor):
 
     S[p, l] = a inv_n[l] sum_t q[p + d_t] . k[l + d_t]      (zero padding)   P = softmax_l(S)
-    P~[p, l] = sum_t P[p - d_t, l - d_t]                     out = pixel_shuffle(P~ Vt / 6, s)
+    P~[p, l] = sum_t P[p - d_t, l - d_t] / 6                 out = pixel_shuffle(P~ Vt, s)
 
 with Vt = pixel_unshuffle(v, s) as [L, C]. Backward, Gt = pixel_unshuffle(dL/dout, s) as [HW, C]:
 
-    E = Gt Vt^T / 6     dP[p, l] = sum_t E[p + d_t, l + d_t]     delta = rowsum(P dP)
+    E = Gt Vt^T     dP[p, l] = sum_t E[p + d_t, l + d_t] / 6     delta = rowsum(P dP)
     dS = P (dP - delta)    dSn = a inv_n dS    dR[p, l] = sum_t dSn[p - d_t, l - d_t]
     dq = (dR k^T)^T    dk = (dR^T q^T)^T + k * box3x3(c),  c_l = -inv_n^2 sum_p dS S (0 at the floor)
-    dVt = P~^T Gt / 6  (pixel_shuffle -> dv)
+    dVt = P~^T Gt      (pixel_shuffle -> dv)
 
 Layouts. q and k go channels-last and zero-padded ([H+2, W+2, CK], CK = Ck padded to a power of
 two >= 16): a score tile is nine tensor-core products of [BLOCK_M, CK] query rows and [BLOCK_N, CK]
@@ -23,10 +23,11 @@ dq, dk) is torch.bmm (cuBLAS), the pixel shuffles are one permuting copy each.
 Kernels (grid: query tiles or key tiles, images of a group):
   _probs_kernel    P (input dtype) of a band's rows; STATS: the row log-sum-exp (base 2) first by an
                    online max / sum over key tiles, stored for the core rows, else the saved one
-  _stencil_kernel  dst = sum_t src[p + SIGN d_t, l + SIGN d_t] over whole rows of keys (P~, dP, dR);
-                   ROWDOT also gives delta = rowsum(P dst)
+  _stencil_kernel  dst = scale sum_t src[p + SIGN d_t, l + SIGN d_t] over whole rows of keys (P~, dP,
+                   dR); ROWDOT also gives delta = rowsum(P dst)
   _ds_kernel       dSn (input dtype) and the key-norm sums sum_p dS S, by key tile over the band's rows;
                    S from P and lse (S = (log2 P + lse) ln 2; a term with P = 0 has dS = 0)
+  _key_norms_kernel, _key_grad_kernel   inv_n, and dk's term through the key normalisation
 
 Bands. Query rows run in bands [y0, y1) over groups of images; the stencils need one halo row on
 each side (P, E, dR on rows y0-1 .. y1). Buffers are sized by BAND_BYTES (default 1 GiB): whole
@@ -38,11 +39,11 @@ Ck 64, Cv 128 (plan() and band_bytes(); bench/cross_scale_model.py prints them f
   16x96x96 s2: forward 2 groups of 8 images (720 MiB), backward 3 groups of 6 (972 MiB)
   1x192x192 s2: forward 2 bands of 96 rows (673 MiB), backward 3 bands of 64 rows (878 MiB)
 Launches: per forward band 2 Triton kernels and 2 torch ops (GEMM, pixel-shuffle copy), per
-backward band 5 Triton kernels and 7 torch ops (4 GEMMs, 3 accumulations), plus 10 torch ops per
-forward and 27 per backward (layouts, key norms, the key-norm gradient; contiguous inputs), and 3
-output copies of the backward op: with at most 3 band-groups up to 1x192x192 and 16x96x96, at most
-22 launches per forward and 88 per forward+backward, whatever the batch
-(tests/test_cross_scale_triton.py::test_launches_per_band counts them).
+backward band 5 Triton kernels and 7 torch ops (4 GEMMs, 3 accumulations); per call, forward 1
+Triton kernel and 4 torch ops (layouts), backward 1 Triton kernel and 14 torch ops (layouts,
+accumulators, output copies). With at most 3 band-groups up to 1x192x192 and 16x96x96: at most 17
+launches per forward and 68 per forward+backward, whatever the batch; 9 and 36 at the training
+shapes (tests/test_cross_scale_triton.py::test_launches_per_band counts them).
 
 Precision: fp32 accumulation everywhere; P, P~, E, dSn, dR are rounded to the input dtype before
 their products (as P and dS in flash attention), dP and delta stay fp32; fp32 inputs multiply
@@ -55,7 +56,7 @@ import triton.language as tl
 
 from . import _triton_common as tc
 from ._triton_common import cast, mma
-from .cross_scale_torch import KEY_NORM_FLOOR, band_rows, box3x3, inv_key_norms, key_norms_squared
+from .cross_scale_torch import KEY_NORM_FLOOR, band_rows
 
 BAND_BYTES = 1 << 30   # band buffers of one call (forward or backward), bytes; settable
 _INT32_LIMIT = 2 ** 31 - 1
@@ -88,6 +89,50 @@ def _scores(q_rows, kp_img, l, w, CK: tl.constexpr, W, EMU_BF16: tl.constexpr,
         kt = tl.load(k_rows + (dy * (w + 2) + dx) * CK)
         acc = mma(qt, tl.trans(kt), acc, EMU_BF16)
     return acc
+
+
+@_jit_sizes
+def _key_norms_kernel(kp_ptr, invn_ptr, h, w, L, floor, CK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """inv_n [G, L] (fp32) = 1 / max(||3x3 patch of k at l||, floor), kp [G, h+2, w+2, CK] the
+    zero-padded channels-last k (no masks: the padding is the patch's zero padding)."""
+    n = tl.program_id(1).to(tl.int64)
+    l = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    lm = l < L
+    lc = tl.minimum(l, L - 1)
+    rows = (kp_ptr + n * (h + 2) * (w + 2) * CK + (((lc // w + 1) * (w + 2) + lc % w + 1) * CK)[:, None]
+            + tl.arange(0, CK)[None, :])
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for t in range(9):
+        kt = tl.load(rows + ((t // 3 - 1) * (w + 2) + t % 3 - 1) * CK).to(tl.float32)
+        acc += tl.sum(kt * kt, 1)
+    tl.store(invn_ptr + n * L + l, 1.0 / tl.sqrt(tl.maximum(acc, floor * floor)), mask=lm)
+
+
+@_jit_sizes
+def _key_grad_kernel(kp_ptr, dkt_ptr, invn_ptr, csum_ptr, dk_ptr, h, w, L, ck, floor,
+                     CK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dk [G, L, ck] (fp32) = dkt + k * box3x3(c), c_l = -inv_n[l]^2 csum[l] where the key norm is
+    above the floor (inv_n floor < 1), else 0: the gradient through the key normalisation.
+    dkt [G, L, ck] fp32 (dR^T q^T), kp the zero-padded channels-last k, inv_n and csum [G, L]."""
+    n = tl.program_id(1).to(tl.int64)
+    l = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    lm = l < L
+    ki = l // w
+    kj = l % w
+    box = tl.zeros([BLOCK_N], tl.float32)
+    for t in range(9):
+        ni = ki + t // 3 - 1
+        nj = kj + t % 3 - 1
+        m = lm & (ni >= 0) & (ni < h) & (nj >= 0) & (nj < w)
+        inv = tl.load(invn_ptr + n * L + ni * w + nj, mask=m, other=0.0)
+        cs = tl.load(csum_ptr + n * L + ni * w + nj, mask=m, other=0.0)
+        box += tl.where(inv * floor < 1.0, -inv * inv * cs, 0.0)
+    c = tl.arange(0, CK)
+    mask = lm[:, None] & (c < ck)[None, :]
+    kt = tl.load(kp_ptr + n * (h + 2) * (w + 2) * CK + (((ki + 1) * (w + 2) + kj + 1) * CK)[:, None] + c[None, :],
+                 mask=mask, other=0.0).to(tl.float32)
+    offs = n * L * ck + (l * ck)[:, None] + c[None, :]
+    tl.store(dk_ptr + offs, tl.load(dkt_ptr + offs, mask=mask, other=0.0) + kt * box[:, None], mask=mask)
 
 
 @_jit_sizes
@@ -143,9 +188,9 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
 
 @_jit_sizes
 def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_lo, dst_rows, wgt_lo, wgt_rows,
-                    W, h, w, L, SIGN: tl.constexpr, ROWDOT: tl.constexpr, IDX64: tl.constexpr,
+                    W, h, w, L, scale, SIGN: tl.constexpr, ROWDOT: tl.constexpr, IDX64: tl.constexpr,
                     EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dst [G, dst_rows*W, L] (its dtype) of query rows dst_lo .. = sum_t src[p + SIGN d_t, l + SIGN d_t],
+    """dst [G, dst_rows*W, L] (its dtype) of query rows dst_lo .. = scale sum_t src[p + SIGN d_t, l + SIGN d_t],
     src [G, src_rows*W, L] holding rows src_lo ..; terms outside src's rows, the W columns or the
     h x w key grid are zero. ROWDOT: delta [G, dst_rows*W] (fp32) = rowsum(wgt * dst), wgt a band
     buffer holding rows wgt_lo .. (P)."""
@@ -175,6 +220,7 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
             mk = lm & (ki + dy >= 0) & (ki + dy < h) & (kj + dx >= 0) & (kj + dx < w)
             ptrs = src + (((ys - src_lo) * W + xs) * L)[:, None] + (l + (dy * w + dx))[None, :]
             acc += tl.load(ptrs, mask=mq[:, None] & mk[None, :], other=0.0).to(tl.float32)
+        acc *= scale
         mask = pm[:, None] & lm[None, :]
         if ROWDOT:
             wt = tl.load(wgt_rows_ptr + l[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -241,11 +287,16 @@ _CONFIGS = {
                 dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
     "ds": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=32), _c(8, 1, BLOCK_M=64, BLOCK_N=64)],
            dict(BLOCK_M=16, BLOCK_N=16, num_warps=4)),
+    "norms": ([_c(4, 1, BLOCK_N=32)], dict(BLOCK_N=16, num_warps=4)),
+    "key_grad": ([_c(4, 1, BLOCK_N=32)], dict(BLOCK_N=16, num_warps=4)),
 }
-_KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=key, prune=_small_tiles_for_fp32 if name != "ds" else None)
+_KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=key,
+                          prune=_small_tiles_for_fp32 if name in ("probs", "stencil") else None)
             for name, kernel, key in (("probs", _probs_kernel, ["CK", "STATS", "L_BUCKET"]),
                                       ("stencil", _stencil_kernel, ["SIGN", "ROWDOT"]),
-                                      ("ds", _ds_kernel, []))}
+                                      ("ds", _ds_kernel, []),
+                                      ("norms", _key_norms_kernel, ["CK"]),
+                                      ("key_grad", _key_grad_kernel, ["CK"]))}
 
 
 def _launch(name, grid_of, *args, **meta):
@@ -300,7 +351,7 @@ def _tokens(x):
 
 
 def _unshuffled_tokens(x, s):
-    """[N, Cv, H*s, W*s] -> pixel_unshuffle as tokens [N, H*W, Cv*s*s], one copy."""
+    """[N, Cv, H*s, W*s] -> pixel_unshuffle as tokens [N, H*W, Cv*s*s], one copy (v: [N, L, C])."""
     n, c, hs, ws = x.shape
     return x.view(n, c, hs // s, s, ws // s, s).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, c * s * s)
 
@@ -321,9 +372,9 @@ def _probs(qp, kp, inv_n, lse, rows, core, W, h, w, a, stats, dtype, meta):
     return probs
 
 
-def _stencil(src, src_rows, dst_rows, W, h, w, sign, dtype, meta, wgt=None, wgt_rows=None):
-    """The stencil of the band buffer src (rows src_rows) on rows dst_rows, in `dtype`; with
-    wgt (a band buffer of rows wgt_rows) also delta = rowsum(wgt * result) [G, rows*W] fp32."""
+def _stencil(src, src_rows, dst_rows, W, h, w, sign, scale, dtype, meta, wgt=None, wgt_rows=None):
+    """scale * the stencil of the band buffer src (rows src_rows) on rows dst_rows, in `dtype`;
+    with wgt (a band buffer of rows wgt_rows) also delta = rowsum(wgt * result) [G, rows*W] fp32."""
     g, L = src.shape[0], h * w
     (s0, s1), (d0, d1) = src_rows, dst_rows
     dst = tc.new_buffer((g, (d1 - d0) * W, L), dtype, src.device)
@@ -331,7 +382,7 @@ def _stencil(src, src_rows, dst_rows, W, h, w, sign, dtype, meta, wgt=None, wgt_
     w0, w1 = wgt_rows if wgt is not None else src_rows
     _launch("stencil", lambda m: (tc.cdiv((d1 - d0) * W, m["BLOCK_M"]), g),
             src, dst, src if wgt is None else wgt, delta, s0, s1 - s0, d0, d1 - d0, w0, w1 - w0, W, h, w, L,
-            SIGN=sign, ROWDOT=wgt is not None, **meta)
+            float(scale), SIGN=sign, ROWDOT=wgt is not None, **meta)
     return (dst, delta) if wgt is not None else dst
 
 
@@ -348,26 +399,27 @@ def _forward(q, k, v, s, a):
     if out.numel() == 0:                       # no output element: no launch
         return out, q.new_zeros(n, H * W, dtype=torch.float32), q.new_zeros(n, L, dtype=torch.float32)
     lse = tc.new_buffer((n, H * W), torch.float32, q.device)
-    inv_n = inv_key_norms(k.float()).contiguous()
     ckp = tc.pad_channels(ck)
     qp, kp = _padded(q, ckp), _padded(k, ckp)
-    vt = _tokens(F.pixel_unshuffle(v, s)) * (1.0 / 6.0)          # [N, L, C] with the / 6
+    inv_n = tc.new_buffer((n, L), torch.float32, q.device)
+    vt = _unshuffled_tokens(v, s)                                  # [N, L, C]
     images, rows = plan(n, H, W, L, C, q.element_size(), backward=False)
     meta = _meta(q.dtype, rows, W, L, qp, kp)
     with tc.device_guard(q):
+        _launch("norms", lambda m: (tc.cdiv(L, m["BLOCK_N"]), n), kp, inv_n, h, w, L, KEY_NORM_FLOOR, CK=ckp)
         for i0, i1 in images:
             for y0, y1 in rows:
                 p_rows = band_rows(y0, y1, H, 1)
                 probs = _probs(qp[i0:i1], kp[i0:i1], inv_n[i0:i1], lse[i0:i1], p_rows, (y0, y1), W, h, w, a,
                                True, q.dtype, meta)
-                spread = _stencil(probs, p_rows, (y0, y1), W, h, w, -1, q.dtype, meta)
+                spread = _stencil(probs, p_rows, (y0, y1), W, h, w, -1, 1 / 6, q.dtype, meta)
                 del probs
                 _shuffle_into(out[i0:i1, :, y0 * s:y1 * s], torch.bmm(spread, vt[i0:i1]), s)
     return out, lse, inv_n
 
 
 def _backward(q, k, v, g, lse, inv_n, s, a, need):
-    """Gradients for the inputs flagged in `need` (None for the others), in the input dtype."""
+    """Gradients for the inputs flagged in `need` (None for the others), contiguous, in the input dtype."""
     n, ck, H, W = q.shape
     h, w, L, C = H // s, W // s, (H // s) * (W // s), v.shape[1] * s * s
     if n * H * W * v.shape[1] == 0:
@@ -376,7 +428,7 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
     ckp = tc.pad_channels(ck)
     qp, kp = _padded(q, ckp), _padded(k, ckp)
     gt = _unshuffled_tokens(g, s)                                  # [N, HW, C]
-    vt = _tokens(F.pixel_unshuffle(v, s)) * (1.0 / 6.0)            # [N, L, C]
+    vt = _unshuffled_tokens(v, s)                                  # [N, L, C]
     qt, kt = _tokens(q), _tokens(k)                                 # [N, HW, Ck], [N, L, Ck]
     f32 = dict(dtype=torch.float32, device=q.device)
     dqt = torch.zeros(n, H * W, ck, **f32) if need[0] else None
@@ -391,13 +443,13 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                 probs = _probs(qp[i0:i1], kp[i0:i1], inv_n[i0:i1], lse[i0:i1], (p0, p1), (y0, y1), W, h, w, a,
                                False, q.dtype, meta)
                 if need[2]:
-                    spread = _stencil(probs, (p0, p1), (y0, y1), W, h, w, -1, q.dtype, meta)
+                    spread = _stencil(probs, (p0, p1), (y0, y1), W, h, w, -1, 1 / 6, q.dtype, meta)
                     dvt[i0:i1].add_(torch.bmm(spread.transpose(1, 2), gt[i0:i1, y0 * W:y1 * W]))
                     del spread
                 if not (need[0] or need[1]):
                     continue
                 e = torch.bmm(gt[i0:i1, p0 * W:p1 * W], vt[i0:i1].transpose(1, 2))      # [G, prows*W, L]
-                dp, delta = _stencil(e, (p0, p1), (y0, y1), W, h, w, 1, torch.float32, meta,
+                dp, delta = _stencil(e, (p0, p1), (y0, y1), W, h, w, 1, 1 / 6, torch.float32, meta,
                                      wgt=probs, wgt_rows=(p0, p1))
                 del e
                 dsn = tc.new_buffer(dp.shape, q.dtype, q.device)
@@ -406,30 +458,24 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                         probs, dp, delta, lse[i0:i1], inv_n[i0:i1], dsn, cs, p0, p1 - p0, y0, y1 - y0,
                         H, W, L, float(a), **meta)
                 del dp, probs
-                dr = _stencil(dsn, (y0, y1), (p0, p1), W, h, w, -1, q.dtype, meta)
+                dr = _stencil(dsn, (y0, y1), (p0, p1), W, h, w, -1, 1, q.dtype, meta)
                 del dsn
                 if need[0]:
                     dqt[i0:i1, p0 * W:p1 * W].add_(torch.bmm(dr, kt[i0:i1]))
                 if need[1]:
                     dkt[i0:i1].add_(torch.bmm(dr.transpose(1, 2), qt[i0:i1, p0 * W:p1 * W]))
-    grads = [None, None, None]
-    if need[0]:
-        grads[0] = dqt.view(n, H, W, ck).permute(0, 3, 1, 2).to(q.dtype)
-    if need[1]:
-        grads[1] = _key_norm_backward(k, dkt.transpose(1, 2), csum, inv_n).to(k.dtype)
+        grads = [None, None, None]
+        if need[0]:
+            grads[0] = dqt.view(n, H, W, ck).permute(0, 3, 1, 2).to(q.dtype, memory_format=torch.contiguous_format)
+        if need[1]:
+            dk = tc.new_buffer((n, L, ck), torch.float32, q.device)
+            _launch("key_grad", lambda m: (tc.cdiv(L, m["BLOCK_N"]), n), kp, dkt, inv_n, csum, dk, h, w, L, ck,
+                    KEY_NORM_FLOOR, CK=ckp)
+            grads[1] = dk.view(n, h, w, ck).permute(0, 3, 1, 2).to(k.dtype, memory_format=torch.contiguous_format)
     if need[2]:
         grads[2] = v.new_empty(v.shape)
-        _shuffle_into(grads[2], dvt * (1.0 / 6.0), s)
+        _shuffle_into(grads[2], dvt, s)
     return grads
-
-
-def _key_norm_backward(k, dk_direct, csum, inv_n):
-    """dk = q dR (dk_direct, fp32 [N, Ck, L]) + k * box3x3(c), c_l = -inv_n^2 csum_l where the
-    norm is above the floor (the gradient through 1/||3x3 patch||), 0 where it is floored."""
-    n, ck, h, w = k.shape
-    above = key_norms_squared(k.float()) > KEY_NORM_FLOOR ** 2
-    c = torch.where(above, -inv_n * inv_n * csum, torch.zeros_like(csum)).view(n, 1, h, w)
-    return dk_direct.reshape(n, ck, h, w) + k.float() * box3x3(c)
 
 
 # ----------------------------------------------------------------------------- custom ops
@@ -456,7 +502,7 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
             inv_n: torch.Tensor, scale: int, softmax_scale: float, need_dq: bool, need_dk: bool,
             need_dv: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = _backward(q, k, v, grad_out, lse, inv_n, scale, softmax_scale, (need_dq, need_dk, need_dv))
-    return tc.grads_or_empty([None if t is None else t.contiguous() for t in grads], (q, k, v))
+    return tc.grads_or_empty(grads, (q, k, v))
 
 
 @_bwd_op.register_fake
