@@ -167,7 +167,8 @@ def forward_parts(n, H, W, s):
     """[(name, seconds)] of one forward call: the launchers' own band plan."""
     L, C = (H // s) * (W // s), CV * s * s
     images, rows = cst.plan(n, H, W, L, C, E, backward=False)
-    parts = [library("layouts (pad q, k; unshuffle v)", 0, E * n * (2 * CK * H * W + 2 * CV * H * W))]
+    parts = [library("layouts (pad q, k; unshuffle v)", 0, E * n * (2 * CK * H * W + 2 * CV * H * W)),
+             library("key norms", 0, E * n * CK * L * 9)]
     for i0, i1 in images:
         g = i1 - i0
         for y0, y1 in rows:
@@ -183,7 +184,8 @@ def forward_parts(n, H, W, s):
 def backward_parts(n, H, W, s):
     L, C = (H // s) * (W // s), CV * s * s
     images, rows = cst.plan(n, H, W, L, C, E, backward=True)
-    parts = [library("layouts (pad, tokens, unshuffle dL/dout)", 0, E * n * (4 * CK * H * W + 2 * C * H * W))]
+    parts = [library("layouts (pad, tokens, unshuffle dL/dout)", 0, E * n * (4 * CK * H * W + 2 * C * H * W)),
+             library("key-norm gradient, output copies", 0, 4 * n * (2 * CK * H * W + CV * H * W * 2))]
     for i0, i1 in images:
         g = i1 - i0
         for y0, y1 in rows:
@@ -211,7 +213,7 @@ SHAPES = ((16, 48, 2), (16, 48, 3), (16, 96, 2), (1, 192, 2))
 
 
 def predictions():
-    """[(shape, forward ms, forward+backward ms, launches fwd / fwd+bwd, extra MiB fwd / bwd)]."""
+    """[(shape, forward ms, forward+backward ms, band buffers MiB "fwd / bwd")]."""
     rows = []
     for n, H, s in SHAPES:
         L, C = (H // s) ** 2, CV * s * s
@@ -223,7 +225,7 @@ def predictions():
             halo = H if len(bands) == 1 else min(H, r + 2)
             mib.append(max(i1 - i0 for i0, i1 in images) * cst.band_bytes(r, halo, H, L, C, E, backward) / 2 ** 20)
         rows.append((f"{n}x{H}x{H} s{s}", sum(t for _, t in fwd) * 1e3, sum(t for _, t in fwd + bwd) * 1e3,
-                     f"{len(fwd)} / {len(fwd) + len(bwd)}", f"{mib[0]:.0f} / {mib[1]:.0f}"))
+                     f"{mib[0]:.0f} / {mib[1]:.0f}"))
     return rows
 
 
@@ -231,10 +233,9 @@ def main():
     print("Calibration: the 322de4b kernels, one training call at 16x48x48 s2 (x2 step profile, H200)")
     print(markdown.table(["kernel", "measured ms", "model ms", "measured / model"],
                          [[k, f"{m:.3f}", f"{p:.3f}", f"{m / p:.2f}"] for k, m, p in calibration()]))
-    print("\nPrediction for the current kernels (fp16, Ck 64, Cv 128; launches counted per modelled part)")
-    print(markdown.table(["shape", "forward ms", "forward+backward ms", "launches fwd / fwd+bwd (modelled parts)",
-                          "band buffers MiB fwd / bwd"],
-                         [[a, f"{b:.3f}", f"{c:.3f}", d, e] for a, b, c, d, e in predictions()]))
+    print("\nPrediction for the current kernels (fp16, Ck 64, Cv 128; GPU time, host time not included)")
+    print(markdown.table(["shape", "forward ms", "forward+backward ms", "band buffers MiB fwd / bwd"],
+                         [[a, f"{b:.3f}", f"{c:.3f}", d] for a, b, c, d in predictions()]))
     for n, H, s in SHAPES[:1] + SHAPES[3:]:
         parts = summed(forward_parts(n, H, H, s) + backward_parts(n, H, H, s))
         print(f"\n{n}x{H}x{H} s{s} forward+backward by part (ms): "

@@ -13,7 +13,7 @@ def test_line_model_reproduces_the_measured_kernels_within_2x():
 def test_predictions_cover_every_bench_shape_with_the_band_plan():
     rows = cross_scale_model.predictions()
     assert [r[0] for r in rows] == ["16x48x48 s2", "16x48x48 s3", "16x96x96 s2", "1x192x192 s2"]
-    for _, fwd, both, _, mib in rows:
+    for _, fwd, both, mib in rows:
         assert 0 < fwd < both and all(0 < float(m) <= 1024 for m in mib.split(" / "))
 
 
