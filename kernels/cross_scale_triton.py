@@ -91,6 +91,19 @@ def _scores(q_rows, kp_img, l, w, CK: tl.constexpr, W, EMU_BF16: tl.constexpr,
     return acc
 
 
+@triton.jit
+def _key_tile_scores(q_rows, kp_img, invn_img, l0, L, w, W, qk_scale, CK: tl.constexpr, IDX64: tl.constexpr,
+                     EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Scores (base 2) of the key tile from l0 for the query rows q_rows: (S [BLOCK_M, BLOCK_N],
+    keys l, mask l < L); keys past L repeat the last one."""
+    l = l0 + tl.arange(0, BLOCK_N)
+    if IDX64:
+        l = l.to(tl.int64)
+    lc = tl.minimum(l, L - 1)
+    s = _scores(q_rows, kp_img, lc, w, CK, W, EMU_BF16, BLOCK_M, BLOCK_N)
+    return s * (tl.load(invn_img + lc) * qk_scale)[None, :], l, l < L
+
+
 @_jit_sizes
 def _key_norms_kernel(kp_ptr, invn_ptr, h, w, L, floor, CK: tl.constexpr, BLOCK_N: tl.constexpr):
     """inv_n [G, L] (fp32) = 1 / max(||3x3 patch of k at l||, floor), kp [G, h+2, w+2, CK] the
@@ -153,19 +166,15 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
     q_rows = (qp_ptr + n * (H + 2) * (W + 2) * CK + (((py + 1) * (W + 2) + px + 1) * CK)[:, None]
               + tl.arange(0, CK)[None, :])
     kp_img = kp_ptr + n * (h + 2) * (w + 2) * CK
+    invn_img = invn_ptr + n * L
     lse_ptrs = lse_ptr + n * H * W + py * W + px
     if STATS:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         for l0 in range(0, L, BLOCK_N):
-            l = l0 + tl.arange(0, BLOCK_N)
-            if IDX64:
-                l = l.to(tl.int64)
-            lm = l < L
-            lc = tl.minimum(l, L - 1)
-            sc = tl.load(invn_ptr + n * L + lc) * qk_scale
-            s = _scores(q_rows, kp_img, lc, w, CK, W, EMU_BF16, BLOCK_M, BLOCK_N)
-            s = tl.where(lm[None, :], s * sc[None, :], float("-inf"))
+            s, l, lm = _key_tile_scores(q_rows, kp_img, invn_img, l0, L, w, W, qk_scale, CK, IDX64, EMU_BF16,
+                                        BLOCK_M, BLOCK_N)
+            s = tl.where(lm[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
             m_i = m_new
@@ -175,14 +184,9 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
         lse = tl.load(lse_ptrs)
     p_rows = p_ptr + n * nrows * W * L + (i * L)[:, None]
     for l0 in range(0, L, BLOCK_N):
-        l = l0 + tl.arange(0, BLOCK_N)
-        if IDX64:
-            l = l.to(tl.int64)
-        lm = l < L
-        lc = tl.minimum(l, L - 1)
-        sc = tl.load(invn_ptr + n * L + lc) * qk_scale
-        s = _scores(q_rows, kp_img, lc, w, CK, W, EMU_BF16, BLOCK_M, BLOCK_N)
-        p = tl.exp2(s * sc[None, :] - lse[:, None])
+        s, l, lm = _key_tile_scores(q_rows, kp_img, invn_img, l0, L, w, W, qk_scale, CK, IDX64, EMU_BF16,
+                                    BLOCK_M, BLOCK_N)
+        p = tl.exp2(s - lse[:, None])
         tl.store(p_rows + l[None, :], cast(p, p_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
 
 
