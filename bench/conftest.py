@@ -30,6 +30,21 @@ def requires_gpu_for(backend):
         pytest.skip("Triton kernels are benchmarked on a GPU only (the CPU interpreter is not a speed measure)")
 
 
+def training_step(model):
+    """step(lr, hr): one fp16-autocast (GPU) training step of `model`: L1 loss, GradScaler, Adam."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=CUDA)
+
+    def step(lr, hr):
+        with torch.autocast(DEVICE.type, dtype=DTYPE, enabled=CUDA):
+            loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return step
+
+
 def cuda_launches(fn):
     """Kernels one call of fn launches on the GPU (torch.profiler; None without CUDA)."""
     if not CUDA:

@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import kernels  # noqa: E402
 from bench import markdown  # noqa: E402
-from bench.conftest import CUDA, DEVICE, DTYPE  # noqa: E402
+from bench.conftest import CUDA, DEVICE, DTYPE, training_step  # noqa: E402
 from bench.test_bench_attention import IN_SCALE_SHAPES, SHAPES  # noqa: E402
 from csnln import CSNLN  # noqa: E402
 
@@ -30,21 +30,11 @@ TRAIN = ({"train x2": (2, 128, 12, 16, 48), "train x4": (4, 128, 12, 16, 48)} if
 
 
 def _training_step(scale, n_feats, depth, batch, patch):
-    """One fp16-autocast (GPU) training step: L1 loss, GradScaler, Adam, as bench/test_bench_network.py."""
-    model = CSNLN(scale=scale, n_feats=n_feats, depth=depth).to(DEVICE)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=CUDA)
+    """One training step of bench/test_bench_network.py on fixed random inputs."""
+    step = training_step(CSNLN(scale=scale, n_feats=n_feats, depth=depth).to(DEVICE))
     lr = torch.rand(batch, 3, patch, patch, device=DEVICE)
     hr = torch.rand(batch, 3, patch * scale, patch * scale, device=DEVICE)
-
-    def step():
-        with torch.autocast(DEVICE.type, dtype=DTYPE, enabled=CUDA):
-            loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return step
+    return lambda: step(lr, hr)
 
 
 def _operator(op, n, h, w, s, ck, cv):

@@ -3,7 +3,7 @@ inputs contiguous or channels-last (a separate group, " channels_last")."""
 import pytest
 import torch
 
-from bench.conftest import CUDA, DEVICE, DTYPE, measure
+from bench.conftest import CUDA, DEVICE, DTYPE, measure, training_step
 from csnln import CSNLN
 
 # name -> (scale, n_feats, depth, batch, LR patch)
@@ -29,23 +29,13 @@ def test_training_step(benchmark, shape, backend, layout):
     memory_format = LAYOUTS[layout]
     model = CSNLN(scale=scale, n_feats=n_feats, depth=depth, attention_backend=backend).to(
         DEVICE, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=CUDA)
 
     def make():
         return tuple(torch.rand(batch, 3, side, side, device=DEVICE).contiguous(memory_format=memory_format)
                      for side in (patch, patch * scale))
 
-    def step(lr, hr):
-        with torch.autocast(DEVICE.type, dtype=DTYPE, enabled=CUDA):
-            loss = torch.nn.functional.l1_loss(model(lr).float(), hr)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
     benchmark.group = group("training step", shape, layout)
-    measure(benchmark, make, step, None, ROUNDS)
+    measure(benchmark, make, training_step(model), None, ROUNDS)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
