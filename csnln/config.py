@@ -52,8 +52,15 @@ def _unknown(key, known):
     return ConfigError(f"unknown config key {key!r}{hint} (known keys are listed in {DEFAULT_CONFIG.name})")
 
 
+AUTO_OR_BOOL = ("channels_last",)   # keys that take true, false or auto
+
+
 def _coerce(key, value, default):
     """Give `value` the type of `default` (ints may become floats; an empty value only suits strings)."""
+    if key in AUTO_OR_BOOL:
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects true, false or auto, got {value!r}")
     if value is None:
         if isinstance(default, str):
             return ""

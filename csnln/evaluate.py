@@ -26,7 +26,7 @@ from .config import ConfigError, UserError, parse_range
 from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
-                        reset_peak_memory, set_cudnn_benchmark, upscale)
+                        reset_peak_memory, set_cudnn_benchmark, upscale, use_channels_last)
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import comparison_figure, save_figure
 from .provenance import provenance
@@ -321,7 +321,7 @@ def _upscaler(config, explicit, device):
     check_runnable(options["precision"], config["attention_backend"], device)
     set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=options["chop"] or options["self_ensemble"])
     upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
-                               compile=config["compile"], channels_last=config["channels_last"])
+                               compile=config["compile"], channels_last=use_channels_last(config["channels_last"], device))
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
             f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}; {said}")
     return upscaler, found["scale"], options, line

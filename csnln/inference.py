@@ -200,6 +200,12 @@ def memory_format(channels_last):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def use_channels_last(setting, device):
+    """The `channels_last` config key on `device`: "auto" means on with CUDA (the x2 training step
+    measured 299 against 317 ms on an H200), off elsewhere."""
+    return device.type == "cuda" if setting == "auto" else setting
+
+
 def reset_peak_memory(device):
     """Start a new peak for `peak_memory_mb` (CUDA; the CPU peak cannot be reset)."""
     if device is not None and device.type == "cuda":

@@ -31,7 +31,7 @@ from .config import ConfigError, UserError, milestones, validate
 from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
 from .files import atomic_write, remove_stale_temps, writable_dir
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
-                        reset_peak_memory, set_cudnn_benchmark)
+                        reset_peak_memory, set_cudnn_benchmark, use_channels_last)
 from .model import CSNLN
 from .plot import plot_history
 from .scalars import ScalarLog
@@ -255,7 +255,7 @@ class Trainer:
                            n_colors=config["n_colors"], rgb_range=config["rgb_range"],
                            attention_backend=config["attention_backend"],
                            checkpoint_sem=config["checkpoint_sem"])
-        self.memory_format = memory_format(config["channels_last"])
+        self.memory_format = memory_format(use_channels_last(config["channels_last"], device))
         set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=True)   # every step: the same shapes
         self.model.to(device, memory_format=self.memory_format)
         if self.world > 1:
@@ -457,7 +457,8 @@ class Trainer:
             self.val_upscaler = NetworkUpscaler(self.val_model, config["scale"], config["rgb_range"], self.device,
                                                 chop=config["chop"], self_ensemble=config["self_ensemble"],
                                                 precision=inference_precision(config["precision"]),
-                                                compile=config["compile"], channels_last=config["channels_last"])
+                                                compile=config["compile"],
+                                                channels_last=use_channels_last(config["channels_last"], self.device))
         self.val_model.load_state_dict(self._eval_weights())
         return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],
                                        upscaler=self.val_upscaler, data_range=config["data_range"],

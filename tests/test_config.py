@@ -4,7 +4,7 @@ import torch
 
 from csnln.cli import parse
 from csnln.config import ConfigError, load_config, options
-from csnln.inference import set_cudnn_benchmark
+from csnln.inference import set_cudnn_benchmark, use_channels_last
 
 
 def test_defaults_are_the_papers_recipe():
@@ -93,3 +93,16 @@ def test_cudnn_benchmark_on_by_default_where_shapes_repeat(monkeypatch, override
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", not on)
     assert set_cudnn_benchmark(load_config(overrides=overrides)["cudnn_benchmark"], repeat) is on
     assert torch.backends.cudnn.benchmark is on
+
+
+@pytest.mark.parametrize("overrides,cuda,cpu", [([], True, False), (["--channels_last", "true"], True, True),
+                                                (["--channels_last", "false"], False, False)])
+def test_channels_last_auto_is_on_with_cuda_only(overrides, cuda, cpu):
+    setting = load_config(overrides=overrides)["channels_last"]
+    assert use_channels_last(setting, torch.device("cuda")) is cuda
+    assert use_channels_last(setting, torch.device("cpu")) is cpu
+
+
+def test_channels_last_takes_true_false_or_auto():
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        load_config(overrides=["--channels_last", "sometimes"])
