@@ -1,7 +1,8 @@
 """Compact table of a `pytest bench --benchmark-json PATH` run.
 
 One row per benchmark: group, backend, median, TFLOP/s, TB/s, peak memory beyond inputs, GPU
-launches per call, and the speed-up of each row over every other backend of its group (measured in the same run).
+launches per call, and the speed-up of each row over every other backend of its group (measured
+in the same run).
 
     python bench/summarize.py PATH
 """
