@@ -284,7 +284,7 @@ def test_channels_last_in_channels_last_out():
 
 def test_band_plan_of_whole_images_and_training_batches():
     """fp16, Ck 64, Cv 128, s 2 under the default 1 GiB: 1 x 192 x 192 runs bands of at least 32
-    rows (no H*W x L buffer: 1.3 GB for P alone), 16 x 48 x 48 whole batches in one band, and
+    rows (no H*W x L buffer: 0.68 GB for an fp16 P alone), 16 x 48 x 48 whole batches in one band, and
     every band's buffers stay under the budget."""
     assert cst.BAND_BYTES == 1 << 30
     for n, H in ((1, 192), (16, 48), (16, 96)):
@@ -328,6 +328,7 @@ def test_launches_per_band(monkeypatch):
     copy); backward 5 Triton kernels + 7 torch ops (4 GEMMs, 3 accumulations); per call: forward
     the key-norm kernel + 4 torch ops, backward the key-gradient kernel + 14 torch ops."""
     monkeypatch.setattr(tc, "POISON", False)   # NaN fills would count as launches
+
     def launches(n, H, rows=None):
         q, k, v, g = _inputs(n, 16, 16, H, 6, 2)
         monkeypatch.setattr(cst, "BAND_BYTES", 1 << 40 if rows is None else _budget_for_rows(rows, H, 6, 2, 16))
