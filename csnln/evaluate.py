@@ -287,8 +287,9 @@ def upscale_files(upscaler, inputs, output_dir, scale, progress=True):
 
 def inference_options(config, explicit, stored, device):
     """chop, self_ensemble and precision: those given (command line or --config), else those a
-    training checkpoint's run validated with (`stored`, its config), else the defaults
-    -> (options, "chop true (checkpoint), ..."). A stored fp16 runs as fp32 without CUDA."""
+    training checkpoint's run validated with (`stored`, its config), else the defaults; and
+    channels_last resolved on `device` -> (options, "chop true (checkpoint), ...").
+    A stored fp16 runs as fp32 without CUDA."""
     options, said = {}, []
     for key in VALIDATION_OPTIONS:
         from_ckpt = key not in explicit and stored is not None and key in stored
@@ -300,6 +301,7 @@ def inference_options(config, explicit, stored, device):
                 value, source = "fp32", "the checkpoint's fp16 needs CUDA"
         options[key] = value
         said.append(f"{key} {str(value).lower()} ({source})")
+    options["channels_last"] = use_channels_last(config["channels_last"], device)
     return options, ", ".join(said)
 
 
@@ -321,7 +323,7 @@ def _upscaler(config, explicit, device):
     check_runnable(options["precision"], config["attention_backend"], device)
     set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=options["chop"] or options["self_ensemble"])
     upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
-                               compile=config["compile"], channels_last=use_channels_last(config["channels_last"], device))
+                               compile=config["compile"])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
             f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}; {said}")
     return upscaler, found["scale"], options, line

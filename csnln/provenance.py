@@ -9,8 +9,6 @@ import subprocess
 import numpy as np
 import torch
 
-from .inference import use_channels_last
-
 CODE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -54,12 +52,12 @@ def sha256(path):
 
 def provenance(config, scale, device, options):
     """eval.py's record of a result: method, checkpoint (path, SHA-256), the inference `options`
-    (chop, self_ensemble, precision as run), device, data, date, code revision and versions."""
+    (chop, self_ensemble, precision, channels_last as run), device, data, date, code revision and
+    versions."""
     ckpt = pathlib.Path(config["ckpt"]).resolve() if config["ckpt"] else None
     return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
             "checkpoint_sha256": sha256(ckpt) if ckpt else None, "scale": scale, **options,
-            "metric": config["metric"], "channels_last": use_channels_last(config["channels_last"], device),
-            "compile": config["compile"],
+            "metric": config["metric"], "compile": config["compile"],
             "attention_backend": config["attention_backend"], "device": str(device),
             "data_path": str(pathlib.Path(config["data_path"]).resolve()), "data_range": config["data_range"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -458,7 +458,7 @@ class Trainer:
                                                 chop=config["chop"], self_ensemble=config["self_ensemble"],
                                                 precision=inference_precision(config["precision"]),
                                                 compile=config["compile"],
-                                                channels_last=use_channels_last(config["channels_last"], self.device))
+                                                channels_last=self.memory_format == torch.channels_last)
         self.val_model.load_state_dict(self._eval_weights())
         return {name: evaluate_dataset("csnln", name, config["scale"], data_path=config["data_path"],
                                        upscaler=self.val_upscaler, data_range=config["data_range"],

@@ -60,6 +60,12 @@ def cdiv(a, b):
     return -(-a // b)
 
 
+def length_bucket(length):
+    """An autotune key's bucket of a sequence length: the power of two >= it, in [2^10, 2^16], so
+    that the first shape a process sees does not choose the config for every other length."""
+    return min(max(next_power_of_2(length), 1024), 65536)
+
+
 def pad_channels(c):
     """The channel block of a kernel that holds all `c` channels: a power of two, at least 16 (tl.dot)."""
     return max(16, next_power_of_2(c))

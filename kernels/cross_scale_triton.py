@@ -64,7 +64,7 @@ LN2 = tl.constexpr(0.6931471805599453)   # a jit global must be a constexpr
 # Sizes and strides are not specialised (no recompilation per image size); L is, so that Triton
 # sees 16-element alignment of key rows in the band buffers (128-bit loads where L % 16 == 0).
 _SIZE_ARGS = ["row0", "nrows", "y0", "y1", "src_lo", "src_rows", "dst_lo", "dst_rows", "wgt_lo", "wgt_rows",
-              "p_lo", "p_rows", "ncore", "H", "W", "h", "w"]
+              "p_lo", "p_rows", "ncore", "H", "W", "h", "w", "L_BUCKET"]
 
 
 def _jit_sizes(fn):
@@ -149,12 +149,12 @@ def _key_grad_kernel(kp_ptr, dkt_ptr, invn_ptr, csum_ptr, dk_ptr, h, w, L, ck, f
 
 
 @_jit_sizes
-def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1, H, W, h, w, L, qk_scale,
-                  CK: tl.constexpr, STATS: tl.constexpr, L_BUCKET: tl.constexpr, IDX64: tl.constexpr,
+def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1, H, W, h, w, L, qk_scale, L_BUCKET,
+                  CK: tl.constexpr, STATS: tl.constexpr, IDX64: tl.constexpr,
                   EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """P [G, nrows*W, L] (its dtype) of query rows row0 .. row0+nrows-1; STATS: lse [G, H*W]
     (base 2) of the rows y0 .. y1-1 among them computed and stored, else read. qp [G, H+2, W+2, CK],
-    kp [G, h+2, w+2, CK] zero-padded channels-last; qk_scale = a log2(e)."""
+    kp [G, h+2, w+2, CK] zero-padded channels-last; qk_scale = a log2(e); L_BUCKET: unused (autotune key)."""
     n = tl.program_id(1).to(tl.int64)
     i = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     if IDX64:
@@ -372,7 +372,7 @@ def _probs(qp, kp, inv_n, lse, rows, core, W, h, w, a, stats, dtype, meta):
     probs = tc.new_buffer((g, (r1 - r0) * W, L), dtype, qp.device)
     _launch("probs", lambda m: (tc.cdiv((r1 - r0) * W, m["BLOCK_M"]), g),
             qp, kp, inv_n, lse, probs, r0, r1 - r0, *core, lse.shape[1] // W, W, h, w, L, float(a) * tc.LOG2E,
-            CK=qp.shape[3], STATS=stats, L_BUCKET=tc.next_power_of_2(L), **meta)
+            CK=qp.shape[3], STATS=stats, L_BUCKET=tc.length_bucket(L), **meta)
     return probs
 
 
@@ -436,7 +436,8 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
     qt, kt = _tokens(q), _tokens(k)                                 # [N, HW, Ck], [N, L, Ck]
     f32 = dict(dtype=torch.float32, device=q.device)
     dqt = torch.zeros(n, H * W, ck, **f32) if need[0] else None
-    dkt, csum = (torch.zeros(n, L, ck, **f32), torch.zeros(n, L, **f32)) if need[1] else (None, None)
+    dkt = torch.zeros(n, L, ck, **f32) if need[1] else None
+    csum = torch.zeros(n, L, **f32)           # the ds kernel's key-norm sums (used for dk)
     dvt = torch.zeros(n, L, C, **f32) if need[2] else None
     images, rows = plan(n, H, W, L, C, q.element_size(), backward=True)
     meta = _meta(q.dtype, rows, W, L, qp, kp)
@@ -457,9 +458,8 @@ def _backward(q, k, v, g, lse, inv_n, s, a, need):
                                      wgt=probs, wgt_rows=(p0, p1))
                 del e
                 dsn = tc.new_buffer(dp.shape, q.dtype, q.device)
-                cs = csum[i0:i1] if need[1] else torch.zeros(i1 - i0, L, **f32)
                 _launch("ds", lambda m: (tc.cdiv(L, m["BLOCK_N"]), i1 - i0),
-                        probs, dp, delta, lse[i0:i1], inv_n[i0:i1], dsn, cs, p0, p1 - p0, y0, y1 - y0,
+                        probs, dp, delta, lse[i0:i1], inv_n[i0:i1], dsn, csum[i0:i1], p0, p1 - p0, y0, y1 - y0,
                         H, W, L, float(a), **meta)
                 del dp, probs
                 dr = _stencil(dsn, (y0, y1), (p0, p1), W, h, w, -1, 1, q.dtype, meta)

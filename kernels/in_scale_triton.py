@@ -305,11 +305,6 @@ _KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=_KEY, prune=_pruner(co
                                                          ("bwd", _bwd_kernel, _BWD_CONFIGS, "BLOCK_M"))}
 
 
-def _length_bucket(length):
-    """The autotune key's bucket of a sequence length: the power of two >= it, in [2^10, 2^16]."""
-    return min(max(tc.next_power_of_2(length), 1024), 65536)
-
-
 def _launch(name, grid_of, args, meta):
     tc.launch(_KERNELS[name], _CONFIGS[name][1], grid_of, args, meta)
 
@@ -321,7 +316,7 @@ def _new(shape, like, dtype=None):
 
 
 def _meta(ck, cv, dtype, length):
-    return dict(L_BUCKET=_length_bucket(length), CK=ck, CV=cv, DK=tc.pad_channels(ck),
+    return dict(L_BUCKET=tc.length_bucket(length), CK=ck, CV=cv, DK=tc.pad_channels(ck),
                 DV=tc.pad_channels(cv), EMU_BF16=tc.emulate_bf16(dtype))
 
 

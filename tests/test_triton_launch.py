@@ -64,8 +64,8 @@ def test_a_tuned_key_launches_its_pick_without_the_autotuner(tuner, monkeypatch)
         _launch(tuner, x.half())
 
 
-def test_in_scale_kernels_tune_per_length_bucket():
-    assert [ist._length_bucket(n) for n in (1, 700, 2304, 4096, 9216, 36864, 10 ** 6)] == \
+def test_autotune_keys_bucket_the_sequence_length():
+    assert [tc.length_bucket(n) for n in (1, 700, 2304, 4096, 9216, 36864, 10 ** 6)] == \
         [1024, 1024, 4096, 4096, 16384, 65536, 65536]
     assert ist._KEY == ["CK", "CV", "L_BUCKET"]
 
