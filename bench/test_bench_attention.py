@@ -55,6 +55,8 @@ def run(op, backward):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_cross_scale(benchmark, shape, backend, backward):
     requires_gpu_for(backend)
+    if backend == "per-image" and CUDA and shape != "train-x2":
+        pytest.skip("the paper's per-image loop is timed at the training shape only on a GPU (gpu_check's budget)")
     n, h, w, s, ck, cv = SHAPES[shape]
     if backend == "per-image":
         op = lambda q, k, v: cross_scale_attention_reference(q, k, v, s)  # noqa: E731
