@@ -130,7 +130,7 @@ def calibration():
 
 # autotune candidates the model takes for each kernel (fp16, Triton 3.9 ptxas: registers, shared bytes)
 PROBS = dict(M=128, N=64, warps=8, regs=128, smem=73728)
-STENCIL = dict(M=32, N=128, warps=4, regs=124)
+STENCIL = dict(M=64, N=32, warps=8, regs=122)
 DS = dict(M=64, N=64, warps=8, regs=94)
 
 
@@ -146,12 +146,13 @@ def _probs_launch(rows, g, W, L, stats):
 
 
 def _stencil_launch(rows, g, W, L, out_bytes, rowdot):
-    """Nine shifted [M, N] tiles of 16-bit loads (a warp instruction reads 64 contiguous bytes at an
-    odd offset: 1.5 lines on average), the 128-bit store and the weight tile for delta; DRAM: the
-    source once, the destination once."""
+    """One key a lane, 32 consecutive keys a warp instruction (ttgir: sizePerThread [1, 1],
+    threadsPerWarp [1, 32]): each of the nine shifted taps reads 64 bytes at an odd offset (1.5
+    lines on average), the store 32 * out_bytes aligned bytes (one line), the weight tile for delta
+    one line; DRAM: the source once, the destination once."""
     m, nb = STENCIL["M"], STENCIL["N"]
-    per_row = nb * E / 128
-    lines = cdiv(L, nb) * (9 * m * (nb / 32) * 1.5 + m * nb * out_bytes / 128 + (m * per_row if rowdot else 0))
+    warp_rows = m * cdiv(nb, 32)          # warp instructions per access of a tile
+    lines = cdiv(L, nb) * warp_rows * (9 * 1.5 + cdiv(32 * out_bytes, 128) + (1 if rowdot else 0))
     dram = g * rows * W * L * (E * (2 if rowdot else 1) + out_bytes)
     return Launch("stencil", cdiv(rows * W, m) * g, lines, (0, cdiv(L, nb) * 9), dram, 0, STENCIL["warps"],
                   STENCIL["regs"])

@@ -6,7 +6,7 @@ NO_SPILLS = ("fp16", "bf16")   # dtypes whose kernels must not spill, nor load t
 # hot kernels whose main operands (the streams named) must load 64 or 128 bits a lane, or go
 # through cp.async / TMA, in fp16 / bf16: a scalar 16-bit LDG there is a failure. The stencil
 # kernel is not listed: its shifted taps start at odd element offsets by construction, so its
-# loads are 16-bit, coalesced (a warp reads 64 contiguous bytes of a key row).
+# loads are 16-bit, one key a lane, coalesced (a warp reads 64 contiguous bytes of a key row).
 WIDE_LOADS = {"_probs_kernel": "q and k rows", "_ds_kernel": "P and dP rows"}
 
 

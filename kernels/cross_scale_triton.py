@@ -210,7 +210,10 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
     wgt_rows_ptr = wgt_ptr + n * wgt_rows * W * L + (((y - wgt_lo) * W + x) * L)[:, None]
     dsum = tl.zeros([BLOCK_M], tl.float32)
     for l0 in range(0, L, BLOCK_N):
-        l = l0 + tl.arange(0, BLOCK_N)
+        # keys declared 1-contiguous: the shifted taps start at any element, and with 8 elements a
+        # lane (the layout the aligned accesses would pick) each tap became eight 2-byte loads whose
+        # warp accesses span 6 lines; one element a lane gives 32 consecutive ones a warp (64 bytes)
+        l = tl.max_contiguous(l0 + tl.arange(0, BLOCK_N), 1)
         lm = l < L
         ki = l // w
         kj = l % w
@@ -286,8 +289,9 @@ _CONFIGS = {
     "probs": ([_c(4, 3, BLOCK_M=64, BLOCK_N=64), _c(8, 3, BLOCK_M=128, BLOCK_N=64),
                _c(8, 3, BLOCK_M=64, BLOCK_N=128)],
               dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    "stencil": ([_c(4, 1, BLOCK_M=16, BLOCK_N=128), _c(4, 1, BLOCK_M=32, BLOCK_N=128),
-                 _c(8, 1, BLOCK_M=32, BLOCK_N=256), _c(8, 1, BLOCK_M=64, BLOCK_N=128)],
+    # one key a lane, 32 a warp: BLOCK_N = 32 puts the warps along the query rows (few rows a thread)
+    "stencil": ([_c(4, 1, BLOCK_M=32, BLOCK_N=32), _c(8, 1, BLOCK_M=64, BLOCK_N=32),
+                 _c(8, 1, BLOCK_M=128, BLOCK_N=32)],
                 dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
     "ds": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=32), _c(8, 1, BLOCK_M=64, BLOCK_N=64)],
            dict(BLOCK_M=16, BLOCK_N=16, num_warps=4)),
