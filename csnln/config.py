@@ -168,6 +168,7 @@ def validate(config):
         ("rgb_range", config["rgb_range"] > 0, "positive"),
         ("epochs", config["epochs"] >= 1, "at least 1"),
         ("test_every", config["test_every"] >= 1, "at least 1"),
+        ("max_minutes", config["max_minutes"] >= 0, "0 (no limit) or more"),
         ("print_every", config["print_every"] >= 1, "at least 1"),
         ("keep_checkpoints", config["keep_checkpoints"] >= 1, "at least 1"),
         ("gpus", config["gpus"] >= 1, "at least 1"),

@@ -6,6 +6,7 @@ Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's va
 PSNR is what eval.py measures on the same set.
 """
 import functools
+import itertools
 import json
 import logging
 import math
@@ -216,6 +217,19 @@ def _restride(stride, grad):
     return torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler whose next epoch can start past its first `skip` items (a resume
+    from a checkpoint written inside an epoch)."""
+
+    skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self):
+        return super().__len__() - self.skip
+
+
 def _seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -278,10 +292,13 @@ class Trainer:
         self.ema = ({k: v.detach().clone() for k, v in self.model.state_dict().items()}
                     if config["ema_decay"] > 0 else None)
         self.epoch, self.iteration, self.best_psnr, self.history = 0, 0, -math.inf, []
+        self.epoch_step = 0   # steps of the current epoch already taken (a checkpoint inside an epoch)
         self.bad_steps = self.skipped_steps = 0
         self.dataset = data_module.training_set(config, npy_dir=self.save_dir / "cache")
-        self.sampler = DistributedSampler(self.dataset, self.world, self.rank, shuffle=True, seed=config["seed"])
-        self.loader = DataLoader(self.dataset, batch_size=config["batch_size"] // self.world, sampler=self.sampler,
+        self.sampler = ResumableSampler(self.dataset, self.world, self.rank, shuffle=True, seed=config["seed"])
+        self.local_batch = config["batch_size"] // self.world
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        self.loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler,
                                  num_workers=config["n_threads"], pin_memory=device.type == "cuda",
                                  drop_last=True, persistent_workers=False)
         self._resume()
@@ -306,16 +323,19 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.epoch_step = state.get("epoch_step", 0)
         self.best_psnr, self.history = state["best_psnr"], state["history"]
         _set_rng_state(state["rng"])
 
     def _save(self, is_best):
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "ema": self.ema, "epoch": self.epoch, "iteration": self.iteration,
+                 "ema": self.ema, "epoch": self.epoch, "epoch_step": self.epoch_step, "iteration": self.iteration,
                  "best_psnr": self.best_psnr, "history": self.history, "config": self.config,
                  "rng": _rng_state()}
-        atomic_save(state, self.checkpoint_dir / f"epoch_{self.epoch:04d}.pt")
+        # inside an epoch: epoch_0003_iter_00001234.pt sorts after epoch_0003.pt and before epoch_0004.pt
+        name = f"epoch_{self.epoch:04d}" + (f"_iter_{self.iteration:08d}" if self.epoch_step else "")
+        atomic_save(state, self.checkpoint_dir / f"{name}.pt")
         for old in self._checkpoints()[:-self.config["keep_checkpoints"]]:
             old.unlink()
         weights = self._eval_weights()
@@ -330,6 +350,7 @@ class Trainer:
     # -- training ----------------------------------------------------------------------
     def fit(self):
         config = self.config
+        self.started = time.monotonic()
         if self.rank == 0:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             for folder in (self.save_dir, self.checkpoint_dir):
@@ -351,13 +372,15 @@ class Trainer:
         config = self.config
         while self.epoch < config["epochs"]:
             trained = self._train_epoch()
-            self.epoch += 1
-            self.scheduler.step()
+            if self.epoch_step == self.steps_per_epoch:
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                self.scheduler.step()
             scores = self._validate()
             psnr_mean = float(np.mean(list(scores.values()))) if scores else -math.inf
             is_best = psnr_mean > self.best_psnr
             self.best_psnr = max(self.best_psnr, psnr_mean)
-            record = {"epoch": self.epoch, "iteration": self.iteration, **trained,
+            record = {"epoch": self.epoch + self.epoch_step / self.steps_per_epoch, "iteration": self.iteration,
+                      **trained,
                       "lr": self.optimizer.param_groups[0]["lr"], "psnr": scores,
                       "skipped_steps": self.skipped_steps, "time": time.time()}
             self.history.append(record)
@@ -369,27 +392,45 @@ class Trainer:
                                                   **{f"psnr/{name}": v for name, v in scores.items()}})
                 self._save(is_best)
                 plot_history(self.history, self.save_dir / "curves.png")
-                line = [f"epoch {self.epoch}: loss {trained['loss']:.5f}", f"{trained['step_ms']:.1f} ms/step"]
+                line = [f"epoch {record['epoch']:.4g}: loss {trained['loss']:.5f}", f"{trained['step_ms']:.1f} ms/step"]
                 if trained["peak_memory_mb"]:
                     line.append(f"peak {trained['peak_memory_mb']:.0f} MB")
                 print(", ".join(line + [f"{k} {v:.3f} dB" for k, v in scores.items()]))
             if self.world > 1:
                 dist.barrier()
+            if self.epoch < config["epochs"] and self._out_of_time():
+                if self.rank == 0:
+                    print(f"max_minutes: stopped after {(time.monotonic() - self.started) / 60:.1f} minutes at "
+                          f"iteration {self.iteration} (epoch {record['epoch']:.2f} of {config['epochs']}); "
+                          "continue with --resume auto")
+                return
+
+    def _out_of_time(self):
+        """True, on every process, once rank 0 has trained past max_minutes."""
+        limit = self.config["max_minutes"]
+        if not limit:
+            return False
+        flag = torch.tensor([int(time.monotonic() - self.started > 60 * limit)])
+        if self.world > 1:
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
 
     def _train_epoch(self):
-        """-> {"loss": mean L1, "step_ms": wall milliseconds per step, data loading included,
-        "peak_memory_mb": see csnln.inference.peak_memory_mb}."""
+        """Train the rest of the epoch, or until max_minutes -> {"loss": mean L1, "step_ms": wall
+        milliseconds per step, data loading included, "peak_memory_mb": see csnln.inference.peak_memory_mb}."""
         config, model = self.config, self.step_model
         model.train()
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
+        self.sampler.skip = self.epoch_step * self.local_batch
         dtype = PRECISIONS[self.precision]
         total, count = torch.zeros((), dtype=torch.float64), 0
         reset_peak_memory(self.device)
         start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{config['epochs']}", disable=self.rank != 0,
-                   dynamic_ncols=True, leave=False)
+                   dynamic_ncols=True, leave=False, initial=self.epoch_step, total=self.steps_per_epoch)
         for lr, hr in bar:
+            self.epoch_step += 1
             lr, hr = (t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in (lr, hr))
             # the last step's gradients are dropped before the next replay may reuse their memory (cuda_graphs)
             self.optimizer.zero_grad(set_to_none=True)
@@ -411,11 +452,14 @@ class Trainer:
             count += 1
             if self.rank == 0 and self.iteration % config["print_every"] == 0:
                 bar.set_postfix(loss=f"{value.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                self._log({"iteration": self.iteration, "epoch": self.epoch + count / len(self.loader),
+                self._log({"iteration": self.iteration, "epoch": self.epoch + self.epoch_step / self.steps_per_epoch,
                            "train_loss": value.item()})
                 self.scalars.add(self.iteration, {"train/loss": value.item(),
                                                   "train/lr": self.optimizer.param_groups[0]["lr"]})
+            if self.epoch_step < self.steps_per_epoch and self._out_of_time():
+                break
         bar.close()
+        self.sampler.skip = 0
         count = max(count, 1)
         return {"loss": (total / count).item(), "step_ms": 1e3 * (time.perf_counter() - start) / count,
                 "peak_memory_mb": peak_memory_mb(self.device)}
