@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="CSNLN super-resolution (Mei et al., CVPR 2020) with fused Triton attention kernels",
     packages=find_packages(include=["csnln", "csnln.*", "kernels", "kernels.*"]),
+    package_data={"csnln": ["default_config.yaml", "weights/*.pt", "weights/*.md", "weights/*.png"]},
+    entry_points={"console_scripts": ["csnln-eval = csnln.eval_command:main"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4",

@@ -1,8 +1,9 @@
 """Compact table of a `pytest bench --benchmark-json PATH` run.
 
 One row per benchmark: group, backend, median, TFLOP/s, TB/s, peak memory beyond inputs, GPU
-launches per call, and the speed-up of each row over every other backend of its group (measured
-in the same run).
+launches per call, the speed-up of each row over every other backend of its group (measured
+in the same run), and for the Triton rows at the GPU shapes the H200 prediction written before
+the run (bench/predictions.py) with measured / predicted.
 
     python bench/summarize.py PATH
 """
@@ -11,7 +12,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import markdown  # noqa: E402
+from bench import markdown, predictions  # noqa: E402
+
+
+def predicted_ms(group, backend):
+    """The prediction for a benchmark group ("cross-scale train-x2 fwd+bwd") and backend, or None."""
+    operator, shape, direction = group.split(" ")
+    return predictions.operator_ms(operator, shape, direction == "fwd+bwd") if backend == "triton" else None
 
 
 def rows(report):
@@ -28,7 +35,7 @@ def rows(report):
             out.append({"group": group, "backend": backend, "median_ms": m["stats"]["median"] * 1e3,
                         "tflops": info.get("tflops"), "tbps": info.get("tbps"),
                         "peak_extra_mb": info.get("peak_extra_mb"), "launches": info.get("launches"),
-                        "speedups": speedups})
+                        "speedups": speedups, "predicted_ms": predicted_ms(group, backend)})
     return out
 
 
@@ -39,10 +46,13 @@ def format_table(report):
     cells = [[r["group"], r["backend"], f"{r['median_ms']:.3f}", f"{r['tflops']:.3g}" if r["tflops"] else "-",
               f"{r['tbps']:.3g}" if r["tbps"] else "-",
               f"{r['peak_extra_mb']:.0f}" if r["peak_extra_mb"] is not None else "-",
-              r["launches"] if r["launches"] is not None else "-", r["speedups"]]
+              r["launches"] if r["launches"] is not None else "-", r["speedups"],
+              f"{r['predicted_ms']:.3f}" if r["predicted_ms"] else "-",
+              f"{r['median_ms'] / r['predicted_ms']:.2f}" if r["predicted_ms"] else "-"]
              for r in rows(report)]
     return head + "\n\n" + markdown.table(
-        ["benchmark", "backend", "median ms", "TFLOP/s", "TB/s", "peak extra MB", "launches", "speed-up"], cells)
+        ["benchmark", "backend", "median ms", "TFLOP/s", "TB/s", "peak extra MB", "launches", "speed-up",
+         "predicted ms (H200)", "measured / predicted"], cells)
 
 
 if __name__ == "__main__":

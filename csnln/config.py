@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "default_config.yaml"
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "default_config.yaml"
 
 
 class UserError(Exception):

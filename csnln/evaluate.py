@@ -30,6 +30,7 @@ from .inference import (check_runnable, inference_precision, memory_format, peak
 from .metrics import psnr, psnr_y, ssim, ssim_y
 from .plot import comparison_figure, save_figure
 from .provenance import provenance
+from .shipped import shipped_checkpoint
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
@@ -315,17 +316,17 @@ def _upscaler(config, explicit, device):
             raise ConfigError(f"--ckpt is only used with --model csnln, not {method}")
         options, _ = inference_options(config, explicit, None, device)
         return None, config["scale"], options, f"{method}, x{config['scale']}"
-    if not config["ckpt"]:
-        raise ConfigError("--model csnln needs --ckpt PATH (or use --model bicubic / bicubic_paper)")
+    ckpt = config["ckpt"] or shipped_checkpoint(config["scale"])
     expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
-    model, found, stored = load_model(config["ckpt"], expect=expect, attention_backend=config["attention_backend"])
+    model, found, stored = load_model(ckpt, expect=expect, attention_backend=config["attention_backend"])
     options, said = inference_options(config, explicit, stored, device)
     check_runnable(options["precision"], config["attention_backend"], device)
     set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=options["chop"] or options["self_ensemble"])
     upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
                                compile=config["compile"])
+    origin = config["ckpt"] or f"the shipped model {ckpt.name} (its card: {ckpt.parent / 'MODEL_CARD.md'})"
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
-            f"rgb_range {found['rgb_range']}) from {config['ckpt']} on {device}; {said}")
+            f"rgb_range {found['rgb_range']}) from {origin} on {device}; {said}")
     return upscaler, found["scale"], options, line
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tarfile
 
-from bench import candidates, error_table, harness_check, kernel_profile, summarize
+from bench import candidates, error_table, harness_check, kernel_profile, predictions, summarize
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,20 @@ def test_summary_reports_speedups_within_a_group():
          "extra_info": {"tflops": 100.0, "peak_extra_mb": 900.0}},
     ]}
     table = summarize.format_table(report)
-    assert "| g | triton | 1.000 | 400 | 1.5 | 12 | 14 | 4.00x vs torch |" in table
-    assert "| g | torch | 4.000 | 100 | - | 900 | - | 0.25x vs triton |" in table
+    assert "| g | triton | 1.000 | 400 | 1.5 | 12 | 14 | 4.00x vs torch | - | - |" in table
+    assert "| g | torch | 4.000 | 100 | - | 900 | - | 0.25x vs triton | - | - |" in table
+
+
+def test_summary_sets_each_triton_row_beside_its_prediction():
+    predicted = predictions.operator_ms("cross-scale", "train-x2", True)
+    assert 0.1 < predicted < 5   # a forward+backward at the training shape: sub-millisecond to milliseconds
+    report = {"datetime": "2026-12-06T00:00:00", "benchmarks": [
+        {"group": "cross-scale train-x2 fwd+bwd", "params": {"backend": backend}, "stats": {"median": median},
+         "extra_info": {}} for backend, median in (("triton", 2 * predicted / 1e3), ("batched", 0.005))]}
+    table = summarize.format_table(report)
+    assert f"| {predicted:.3f} | 2.00 |" in table.splitlines()[4]
+    assert table.splitlines()[5].endswith("| - | - |")
+    assert summarize.predicted_ms("in-scale cpu-small-s2 fwd", "triton") is None   # no model for CPU shapes
 
 
 def test_every_autotune_candidate_runs_and_passes(tmp_path):

@@ -118,6 +118,21 @@ def test_resume_auto_reproduces_the_uninterrupted_losses(tmp_path):
     assert found["depth"] == 1 and found["n_feats"] == 8
 
 
+
+def test_max_minutes_stops_inside_an_epoch_and_resume_is_exact(tmp_path, capsys):
+    straight = tiny_config(tmp_path / "a", "--epochs", "2")
+    run(straight)
+    run(tiny_config(tmp_path / "b", "--epochs", "2", "--max_minutes", "1e-6"))   # past it after one step
+    assert "max_minutes: stopped after" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["epoch_0000_iter_00000001.pt"]
+    assert records(tmp_path / "b")[-1]["epoch"] == pytest.approx(1 / 3)
+    run(tiny_config(tmp_path / "b", "--epochs", "2", "--resume", "auto", "--max_minutes", "0"))
+    a, b = (torch.load(tmp_path / run_dir / "model_latest.pt") for run_dir in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["iteration"] for r in records(tmp_path / "b") if "train_loss" in r]
+    assert steps == list(range(1, 7))
+
+
 SAVER = """
 import sys, torch
 from csnln.checkpoint import atomic_save
