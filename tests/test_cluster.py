@@ -23,9 +23,9 @@ QUICKSTART = ["--config", "configs/quickstart.yaml", "--data_path", str(DATA), "
               "--data_test", "", "--n_threads", "0", "--print_every", "1"]
 
 
-def torchrun(launcher, argv, **popen):
+def torchrun(launcher, argv, env=ENV, **popen):
     """A torchrun agent running train.py, its output captured."""
-    return subprocess.Popen([TORCHRUN, *launcher, "train.py", *argv], cwd=ROOT, env=ENV, text=True,
+    return subprocess.Popen([TORCHRUN, *launcher, "train.py", *argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -125,6 +125,7 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_if_never_killed(t
     kill_time = time.time()
     (status, out, err), = finish(killed)
     assert status == 0, err[-3000:]
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in err
     log = records(tmp_path / "killed")
     restarts = [r for r in log if "restart" in r]
     assert len(restarts) == 1 and restarts[0]["restart"] == 1 and out.count("torchrun restart 1") == 1
@@ -136,8 +137,10 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_if_never_killed(t
     assert after["iteration"] == resumed_from + 1
     print(f"restart: {after['time'] - kill_time:.1f} s from the kill to the first step after resuming")
 
-    (status, _, err), = finish(torchrun(launcher, argv + ["--save", str(tmp_path / "straight")]))
+    shared_store = {k: v for k, v in ENV.items() if k != "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"}
+    (status, _, err), = finish(torchrun(launcher, argv + ["--save", str(tmp_path / "straight")], env=shared_store))
     assert status == 0, err[-3000:]
+    assert err.count("start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1") == 1   # warned, never restarted
     assert_same_weights(tmp_path / "killed", tmp_path / "straight")
     assert step_losses(tmp_path / "killed") == step_losses(tmp_path / "straight")
     assert sorted(step_losses(tmp_path / "killed")) == list(range(1, 17))
