@@ -2,13 +2,13 @@
 
   python train.py [--config PATH] [--key value ...]       one process, or --gpus N local processes
   python train.py --save DIR --resume auto [--key value]  continue a run with its stored options
-  torchrun --nproc_per_node N train.py [--key value ...]  one or more machines
+  torchrun --nproc_per_node N train.py [--key value ...]  one or more machines (README: Multi-node)
 """
 import pathlib
 import shlex
 import sys
 
-from csnln import cli
+from csnln import cli, launch
 
 
 def train(config, explicit):
@@ -17,11 +17,12 @@ def train(config, explicit):
 
 
 def interrupted(config, argv):
-    """The command that continues the run: its own options with --resume auto (from its newest
-    checkpoint, or afresh), or its --resume PATH while it has written no checkpoint."""
+    """The command that continues the run (python train.py or the torchrun command that started it):
+    its own options with --resume auto (from its newest checkpoint, or afresh), or its --resume PATH
+    while it has written no checkpoint."""
     saved = any(pathlib.Path(config["save"], "checkpoints").glob("epoch_*.pt"))
     resume = ["--resume", "auto"] if saved or config["resume"] in ("", "auto") else ["--resume", config["resume"]]
-    command = ["python", "train.py", *cli.drop_options(argv, ("resume", "overwrite")), *resume]
+    command = [*launch.command(argv), *cli.drop_options(argv, ("resume", "overwrite")), *resume]
     return f"interrupted; continue with: {shlex.join(command)}"
 
 

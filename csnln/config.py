@@ -171,6 +171,7 @@ def validate(config):
         ("max_minutes", config["max_minutes"] >= 0, "0 (no limit) or more"),
         ("print_every", config["print_every"] >= 1, "at least 1"),
         ("keep_checkpoints", config["keep_checkpoints"] >= 1, "at least 1"),
+        ("checkpoint_every", config["checkpoint_every"] >= 0, "0 (at each epoch's end only) or more"),
         ("gpus", config["gpus"] >= 1, "at least 1"),
         ("n_threads", config["n_threads"] >= 0, "0 or more"),
         ("lr", config["lr"] > 0, "positive"),

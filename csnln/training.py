@@ -1,8 +1,9 @@
 """Training: DDP processes, mixed precision, validation, checkpoints and resume.
 
 `run(config)` checks everything it can (`prepare`), then trains in this process, or starts
-`gpus` local processes, or joins a torchrun job (RANK / WORLD_SIZE in the environment).
-Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's validation
+`gpus` local processes, or joins a torchrun job of one or more machines (RANK / WORLD_SIZE in the
+environment), whose processes prepare together and resume by themselves when torchrun restarts
+them. Only rank 0 writes files. Validation is `csnln.evaluate`'s, so a checkpoint's validation
 PSNR is what eval.py measures on the same set.
 """
 import functools
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from . import data as data_module
+from . import launch
 from .checkpoint import CheckpointError, atomic_save, training_state
 from .config import ConfigError, UserError, milestones, validate
 from .evaluate import NetworkUpscaler, dataset_images, evaluate_dataset
@@ -50,12 +52,10 @@ class TrainingError(UserError, RuntimeError):
 def run(config, explicit=None):
     """Entry point of train.py. `explicit`: the keys the user set (None: all of them), which
     override a resumed checkpoint's stored configuration."""
-    config = prepare(config, explicit)
-    if config is None:
-        return
-    if "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
-        _worker(int(os.environ.get("LOCAL_RANK", 0)), config, int(os.environ["WORLD_SIZE"]), False)
-    elif config["gpus"] > 1:
+    if "WORLD_SIZE" not in os.environ and config["gpus"] > 1:
+        config = prepare(config, explicit)   # once, before the processes start
+        if config is None:
+            return
         if pick_device(config["device"]).type != "cuda":
             print(f"--gpus {config['gpus']} without CUDA: {config['gpus']} CPU processes with gloo (as "
                   f"torchrun --nproc_per_node {config['gpus']} train.py would start); output from rank 0 only")
@@ -66,8 +66,8 @@ def run(config, explicit=None):
             mp.spawn(_worker, args=(config, config["gpus"], True), nprocs=config["gpus"], join=True)
         except mp.ProcessExitedException as e:  # the process has said why (see _worker)
             raise SystemExit(e.exit_code) from None
-    else:
-        _worker(0, config, 1, False)
+    else:  # this process alone, or one of a torchrun job (env:// rendezvous): it prepares itself
+        _worker(int(os.environ.get("LOCAL_RANK", 0)), config, int(os.environ.get("WORLD_SIZE", 1)), False, explicit)
 
 
 def _free_port():
@@ -78,10 +78,15 @@ def _free_port():
 
 def _device(config, local_rank):
     device = pick_device(config["device"])
-    if device.type == "cuda":
+    if device.type == "cuda":   # a local rank past the GPUs shares one until prepare() refuses the job
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         return torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _backend(device):
+    """Process-group backends: gloo, and NCCL for CUDA tensors (CPU tensors and objects still go through gloo)."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def _precision(config, device):
@@ -104,6 +109,11 @@ def prepare(config, explicit=None):
     check_runnable(_precision(config, device), config["attention_backend"], device)
     if config["cuda_graphs"] and device.type != "cuda":
         raise ConfigError(f"cuda_graphs needs a CUDA device, not {device}; drop --cuda_graphs")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", config["gpus"]))
+    if device.type == "cuda" and local > torch.cuda.device_count():
+        asked = f"torchrun --nproc_per_node {local}" if launch.under_torchrun() else f"--gpus {local}"
+        raise ConfigError(f"{asked} needs {local} GPUs, and this machine has {torch.cuda.device_count()}; "
+                          f"give at most {torch.cuda.device_count()}")
     if config["resume"]:
         path, state = _resume_point(config)
         if path is None:
@@ -156,7 +166,8 @@ def _resume_point(config):
     if found:
         raise CheckpointError(f"no readable checkpoint in {folder}; give one with --resume PATH or start "
                               "afresh with --overwrite")
-    print(f"resume auto: no checkpoint in {folder}, starting fresh")
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"resume auto: no checkpoint in {folder}, starting fresh")
     return None, None
 
 
@@ -177,22 +188,29 @@ def _resumed_config(config, explicit, state, path, verbose):
     return merged
 
 
-def _worker(local_rank, config, world, spawned):
+def _worker(local_rank, config, world, spawned, explicit=None):
+    """One training process of `world`. One started by mp.spawn gets a prepared configuration; the
+    others prepare it (a torchrun job's processes together). Local rank 0 says why it stops, once
+    a machine: train.py's line for an error or Ctrl-C (the other local ranks exit quietly)."""
     if local_rank > 0 or int(os.environ.get("RANK", 0)) > 0:
         warnings.filterwarnings("ignore")  # rank 0 says it once
-    if world > 1:
-        if spawned:
-            os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
-        device = _device(config, local_rank)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
-    else:
-        device = _device(config, local_rank)
     try:
-        Trainer(config, device).fit()
+        device = _device(config, local_rank)
+        if world > 1:
+            if spawned:
+                os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
+            dist.init_process_group(_backend(device), init_method="env://")
+        restarts = 0 if spawned else _restarts(world)
+        if restarts and not config["resume"]:
+            config = dict(config, resume="auto")   # the run torchrun restarted goes on from its newest checkpoint
+        if not spawned:
+            config = _prepare_together(config, explicit) if world > 1 else prepare(config, explicit)
+        if config is not None:
+            Trainer(config, device, restarts).fit()
         if dist.is_initialized():
             dist.barrier()  # no rank tears gloo down while a peer still talks to it
     except (UserError, KeyboardInterrupt) as e:
-        if not spawned:
+        if local_rank == 0 and not spawned:
             raise
         if local_rank == 0 and isinstance(e, UserError):  # one line, as train.py prints it
             print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -200,6 +218,44 @@ def _worker(local_rank, config, world, spawned):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _restarts(world):
+    """How many times torchrun has restarted the job: the most any process was told (an agent that
+    restarts its processes for another machine's failure may not count it)."""
+    count = torch.tensor([launch.torchrun_restarts()])
+    if world > 1:
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    if launch.restarts_share_a_store() and not count.item() and int(os.environ["RANK"]) == 0:
+        print("train.py: warning: torchrun would restart the processes with the store of their predecessors, "
+              "where they can find the predecessors' addresses and hang or fail (pytorch/pytorch#135712); "
+              "start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment", file=sys.stderr)
+    return int(count.item())
+
+
+def _prepare_together(config, explicit):
+    """prepare() on every process of a torchrun job -> the configuration, or None when there is
+    nothing left to do. All stop when one cannot go on, or when one would resume another checkpoint
+    than rank 0 (its machine sees another `save` folder)."""
+    try:
+        prepared, error = prepare(config, explicit), None
+    except UserError as e:
+        prepared, error = None, " ".join(str(e).split())
+    # the checkpoint each resumes: its name, "" for a fresh start, None when finished
+    resumed = None if prepared is None else pathlib.Path(prepared["resume"]).name
+    outcomes = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, (error, resumed, socket.gethostname()))
+    places = [f"rank {rank} on {host}" for rank, (_, _, host) in enumerate(outcomes)]
+    failed = [(place, error) for place, (error, _, _) in zip(places, outcomes) if error]
+    if failed:
+        place, error = failed[0]
+        raise TrainingError(error if len(failed) == len(outcomes) else f"{place}: {error}")
+    if len({name for _, name, _ in outcomes}) > 1:
+        views = [f"{place} " + ("has finished" if name is None else f"resumes {name}" if name else "starts fresh")
+                 for place, (_, name, _) in zip(places, outcomes)]
+        raise TrainingError(f"the processes see different checkpoints in {config['save']} ({', '.join(views)}): "
+                            "`save` must be on a filesystem all nodes share")
+    return prepared
 
 
 def match_grad_strides(model):
@@ -258,8 +314,9 @@ def _set_rng_state(state):
 class Trainer:
     """One training process: model, optimiser, data, and the epoch loop."""
 
-    def __init__(self, config, device):
-        self.config, self.device = config, device
+    def __init__(self, config, device, restarts=0):
+        """`restarts`: how many times torchrun has restarted the job (logged when resuming)."""
+        self.config, self.device, self.restarts = config, device, restarts
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.precision = _precision(config, device)
@@ -293,6 +350,8 @@ class Trainer:
                     if config["ema_decay"] > 0 else None)
         self.epoch, self.iteration, self.best_psnr, self.history = 0, 0, -math.inf, []
         self.epoch_step = 0   # steps of the current epoch already taken (a checkpoint inside an epoch)
+        # the sum and number of the step losses since the last epoch record (its "loss")
+        self.loss_sum, self.loss_steps = torch.zeros((), dtype=torch.float64), 0
         self.bad_steps = self.skipped_steps = 0
         self.dataset = data_module.training_set(config, npy_dir=self.save_dir / "cache")
         self.sampler = ResumableSampler(self.dataset, self.world, self.rank, shuffle=True, seed=config["seed"])
@@ -324,6 +383,7 @@ class Trainer:
             self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.epoch_step = state.get("epoch_step", 0)
+        self.loss_sum, self.loss_steps = state.get("epoch_loss", (self.loss_sum, 0))
         self.best_psnr, self.history = state["best_psnr"], state["history"]
         _set_rng_state(state["rng"])
 
@@ -331,6 +391,7 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                  "ema": self.ema, "epoch": self.epoch, "epoch_step": self.epoch_step, "iteration": self.iteration,
+                 "epoch_loss": [self.loss_sum, self.loss_steps],
                  "best_psnr": self.best_psnr, "history": self.history, "config": self.config,
                  "rng": _rng_state()}
         # inside an epoch: epoch_0003_iter_00001234.pt sorts after epoch_0003.pt and before epoch_0004.pt
@@ -356,6 +417,10 @@ class Trainer:
             for folder in (self.save_dir, self.checkpoint_dir):
                 remove_stale_temps(folder)
             self._truncate_log()
+            if self.restarts:
+                self._log({"restart": self.restarts, "iteration": self.iteration,
+                           "checkpoint": pathlib.Path(config["resume"]).name, "time": time.time()})
+                print(f"torchrun restart {self.restarts}: going on from iteration {self.iteration}")
             n_params = sum(p.numel() for p in self.model.parameters())
             print(f"CSNLN x{config['scale']}: {n_params:,} parameters, {self.world} process(es) on "
                   f"{self.device.type}, precision {self.precision}, {len(self.dataset.pairs)} training images")
@@ -416,7 +481,8 @@ class Trainer:
         return bool(flag.item())
 
     def _train_epoch(self):
-        """Train the rest of the epoch, or until max_minutes -> {"loss": mean L1, "step_ms": wall
+        """Train the rest of the epoch, or until max_minutes, with a checkpoint every `checkpoint_every`
+        iterations -> {"loss": mean L1 since the last epoch record, "step_ms": wall
         milliseconds per step, data loading included, "peak_memory_mb": see csnln.inference.peak_memory_mb}."""
         config, model = self.config, self.step_model
         model.train()
@@ -424,7 +490,7 @@ class Trainer:
         self.dataset.set_epoch(self.epoch)
         self.sampler.skip = self.epoch_step * self.local_batch
         dtype = PRECISIONS[self.precision]
-        total, count = torch.zeros((), dtype=torch.float64), 0
+        count = 0
         reset_peak_memory(self.device)
         start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{config['epochs']}", disable=self.rank != 0,
@@ -448,20 +514,25 @@ class Trainer:
             if self.world > 1:
                 dist.all_reduce(value)
                 value /= self.world
-            total += value.cpu()
+            self.loss_sum += value.cpu()
+            self.loss_steps += 1
             count += 1
             if self.rank == 0 and self.iteration % config["print_every"] == 0:
                 bar.set_postfix(loss=f"{value.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 self._log({"iteration": self.iteration, "epoch": self.epoch + self.epoch_step / self.steps_per_epoch,
-                           "train_loss": value.item()})
+                           "train_loss": value.item(), "time": time.time()})
                 self.scalars.add(self.iteration, {"train/loss": value.item(),
                                                   "train/lr": self.optimizer.param_groups[0]["lr"]})
+            every = config["checkpoint_every"]
+            if self.rank == 0 and every and self.iteration % every == 0 and self.epoch_step < self.steps_per_epoch:
+                self._save(is_best=False)
             if self.epoch_step < self.steps_per_epoch and self._out_of_time():
                 break
         bar.close()
         self.sampler.skip = 0
-        count = max(count, 1)
-        return {"loss": (total / count).item(), "step_ms": 1e3 * (time.perf_counter() - start) / count,
+        loss = (self.loss_sum / max(self.loss_steps, 1)).item()
+        self.loss_sum, self.loss_steps = torch.zeros_like(self.loss_sum), 0
+        return {"loss": loss, "step_ms": 1e3 * (time.perf_counter() - start) / max(count, 1),
                 "peak_memory_mb": peak_memory_mb(self.device)}
 
     def _all_finite(self, loss):

@@ -26,6 +26,13 @@ NOT_RUN = {  # command -> why this test does not run it
     "python train.py --scale 2": "the paper's data",
     "python train.py --scale 2 --gpus 8": "the paper's data and GPUs",
     "torchrun --nproc_per_node 8 --nnodes 2 ... train.py": "several machines",
+    ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node1:29500 --rdzv_id csnln_x2 "
+     "--max-restarts 3 train.py --scale 2 --save /shared/csnln_x2 --resume auto --checkpoint_every 100"):
+        "several machines (tests/test_cluster.py runs two on loopback)",
+    'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)': "a SLURM job",
+    ('TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint "$head:29500" '
+     '--rdzv_id "$SLURM_JOB_ID" --max-restarts 3 train.py --save /shared/csnln_x2 --resume auto '
+     '--checkpoint_every 100 --max_minutes 1410'): "a SLURM job",
     "bash bench/gpu_check.sh OUT_DIR [STEP ...]": "a GPU",
     "python bench/harness_check.py OUT_DIR": "minutes of training runs (run by bench/gpu_check.sh)",
     "python bench/compile_check.py": "minutes of compiling (run by .ci/run)",

@@ -369,6 +369,7 @@ def test_resume_auto_takes_the_stored_options(finished_run, tmp_path, capsys):
     (["--epochs", "0"], "'epochs' must be at least 1"),
     (["--epochs", "-2"], "'epochs' must be at least 1"),
     (["--test_every", "0"], "'test_every' must be at least 1"),
+    (["--checkpoint_every", "-1"], "'checkpoint_every' must be 0 (at each epoch's end only) or more"),
     (["--lr", ""], "'lr' needs a value"),
     (["--epoch", "1"], "unknown config key 'epoch'; did you mean epochs"),
     (["--ckpt", "x.pt"], "--ckpt is an option of eval.py; train.py does not use it"),
