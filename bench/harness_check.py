@@ -7,9 +7,11 @@ warm-up (autotuning, compilation, CUDA-graph recording), epoch 2 gives the step 
 memory that train.py logs. On a GPU the runs are the paper's configurations (batch 16, depth 12,
 128 features, LR patch 48: HR 96 / 144 / 192 at x2 / x3 / x4) with one lever changed at a time;
 on the CPU a tiny model stands in and the CUDA-only runs are left out. eval.py then scores the
-first run's checkpoint on Set5, whole images and with --chop (seconds per image, peak memory).
-Runs go in the order of RUNS, each under the time left of `--seconds`; the rest are listed as
-not run. Logs and outputs go under OUT; the table is printed and written to OUT/harness.md.
+x2 run's checkpoint on one LR 256 x 256 image (a crop of the DIV2K sample; fp16 on CUDA) and on
+Set5, whole images and with --chop (seconds per image, peak memory). Runs go in the order of RUNS,
+most valuable first, each under the time left of `--seconds`; the rest are listed as not run. The
+runs with a prediction (bench/predictions.py, H200) show it and measured / predicted. Logs and
+outputs go under OUT; the table is printed and written to OUT/harness.md.
 """
 import argparse
 import json
@@ -18,9 +20,12 @@ import subprocess
 import sys
 import time
 
+import imageio.v2 as imageio
 import torch
 
+from bench import predictions
 from bench.markdown import table
+from csnln.imresize import imresize
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -28,36 +33,53 @@ CUDA = torch.cuda.is_available()
 # scale, precision, extra options
 TRAIN_RUNS = {
     "x2": (2, "fp16", []),
-    "x4": (4, "fp16", []),
-    "x4 checkpoint_sem": (4, "fp16", ["--checkpoint_sem", "true"]),
     "x3": (3, "fp16", []),
+    "x4": (4, "fp16", []),
+    "x2 compile": (2, "fp16", ["--compile", "true"]),
+    "x3 compile": (3, "fp16", ["--compile", "true"]),
+    "x4 compile": (4, "fp16", ["--compile", "true"]),
+    "x4 checkpoint_sem": (4, "fp16", ["--checkpoint_sem", "true"]),
     "x2 bf16": (2, "bf16", []),
     "x2 fp32": (2, "fp32", []),
     "x2 contiguous": (2, "fp16", ["--channels_last", "false"]),   # the default on CUDA is channels-last
-    "x2 cuda_graphs": (2, "fp16", ["--cuda_graphs", "true"]),  # the compiling runs last: minutes of warm-up
-    "x2 compile": (2, "fp16", ["--compile", "true"]),
+    "x2 cuda_graphs": (2, "fp16", ["--cuda_graphs", "true"]),
 }
-EVAL_RUNS = {"eval Set5 whole": [], "eval Set5 chop": ["--chop", "true"]}  # x2's checkpoint, right after x2
+# x2's checkpoint: (test set, options); Crop256 is one LR 256 x 256 image
+EVAL_RUNS = {"eval LR 256 whole": ("Crop256", ["--precision", "fp16"] if CUDA else []),
+             "eval Set5 whole": ("Set5", []), "eval Set5 chop": ("Set5", ["--chop", "true"])}
 CUDA_ONLY = {"x2 cuda_graphs"}
+PREDICTED_MS = {"x2": predictions.step_ms(2), "x3": predictions.step_ms(3), "x4": predictions.step_ms(4),
+                "eval LR 256 whole": predictions.inference_ms(256, 256)}
+CROP = 256   # LR side of the Crop256 image
 if CUDA:
     MODEL, ITERATIONS, LR_PATCH, BATCH = ["--n_feats", "128", "--depth", "12"], 10, 48, 16
 else:
     MODEL, ITERATIONS, LR_PATCH, BATCH = ["--n_feats", "8", "--depth", "1"], 3, 12, 4  # 12: x2, x3 and x4 divide it
     TRAIN_RUNS = {name: (scale, "fp32" if precision == "fp16" else precision, extra)
                   for name, (scale, precision, extra) in TRAIN_RUNS.items() if name not in CUDA_ONLY}
-RUNS = ["x2", *EVAL_RUNS, *list(TRAIN_RUNS)[1:]]
+ORDER = ["x2", "x3", "x4", "eval LR 256 whole", "x2 compile", "x3 compile", "x4 compile", "eval Set5 whole",
+         "eval Set5 chop", "x4 checkpoint_sem", "x2 bf16", "x2 fp32", "x2 contiguous", "x2 cuda_graphs"]
+RUNS = [name for name in ORDER if name in TRAIN_RUNS or name in EVAL_RUNS]
 MIN_SECONDS = 20  # a run is not started with less time left
 
 
 def _data_path(out):
     """OUT/data: the bundled images, linked, so that the x3 and x4 LR images that train.py makes
-    land in OUT and not in the source tree."""
+    land in OUT and not in the source tree; and benchmark/Crop256, the DIV2K sample's top-left
+    512 x 512 (x2: LR 256 x 256, MATLAB bicubic)."""
     root = out / "data"
-    for part in ("DIV2K/DIV2K_train_HR", "DIV2K/DIV2K_train_LR_bicubic/X2", "benchmark"):
+    sets = [p.relative_to(DATA) for p in (DATA / "benchmark").iterdir()]
+    for part in ("DIV2K/DIV2K_train_HR", "DIV2K/DIV2K_train_LR_bicubic/X2", *sets):
         link = root / part
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(DATA / part, target_is_directory=True)
+    crop = root / "benchmark" / "Crop256"
+    if not crop.is_dir():
+        hr = imageio.imread(DATA / "DIV2K" / "DIV2K_train_HR" / "0004.png")[:2 * CROP, :2 * CROP]
+        for folder, image in (("HR", hr), ("LR_bicubic/X2", imresize(hr, 0.5))):
+            (crop / folder).mkdir(parents=True)
+            imageio.imwrite(crop / folder / ("0004.png" if folder == "HR" else "0004x2.png"), image)
     return root
 
 
@@ -70,8 +92,9 @@ def _train_argv(name, out):
 
 
 def _eval_argv(name, ckpt, out):
-    return ["eval.py", "--ckpt", str(ckpt), "--data_path", str(_data_path(out.parent)), "--data_test", "Set5", "--scale", "2",
-            "--out", str(out), *EVAL_RUNS[name]]
+    dataset, options = EVAL_RUNS[name]
+    return ["eval.py", "--ckpt", str(ckpt), "--data_path", str(_data_path(out.parent)), "--data_test", dataset,
+            "--scale", "2", "--out", str(out), *options]
 
 
 def _run(argv, log, seconds):
@@ -88,23 +111,31 @@ def _run(argv, log, seconds):
     return None
 
 
+def _predicted(name, ms):
+    """[predicted ms, measured / predicted] cells of a run (GPU only: the predictions are the H200's)."""
+    if name not in PREDICTED_MS:
+        return ["", ""]
+    return [f"{PREDICTED_MS[name]:.0f}", f"{ms / PREDICTED_MS[name]:.2f}" if CUDA and ms else ""]
+
+
 def _train_row(name, out, seconds):
     failed = _run(_train_argv(name, out), out.with_suffix(".log"), seconds)
     if failed:
-        return [name, failed, "", "", ""]
+        return [name, failed, "", "", "", *_predicted(name, None)]
     epochs = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
     first, second = epochs
     return [name, "ok", f"{first['step_ms'] * ITERATIONS / 1e3:.1f}", f"{second['step_ms']:.1f}",
-            f"{second['peak_memory_mb']:.0f}"]
+            f"{second['peak_memory_mb']:.0f}", *_predicted(name, second["step_ms"])]
 
 
 def _eval_row(name, ckpt, out, seconds):
     failed = _run(_eval_argv(name, ckpt, out), out.with_suffix(".log"), seconds)
     if failed:
-        return [name, failed, "", "", ""]
-    result = json.loads((out / "results.json").read_text())["Set5"]["x2"]
-    return [name, f"ok, PSNR {result['psnr']:.2f} dB", "", f"{1e3 * result['seconds_per_image']:.0f} / image",
-            f"{result['peak_memory_mb']:.0f}"]
+        return [name, failed, "", "", "", *_predicted(name, None)]
+    result = json.loads((out / "results.json").read_text())[EVAL_RUNS[name][0]]["x2"]
+    ms = 1e3 * result["seconds_per_image"]
+    return [name, f"ok, PSNR {result['psnr']:.2f} dB", "", f"{ms:.0f} / image", f"{result['peak_memory_mb']:.0f}",
+            *_predicted(name, ms)]
 
 
 def main(argv=None):
@@ -123,9 +154,9 @@ def main(argv=None):
         left = deadline - time.monotonic()
         folder = args.out / name.replace(" ", "_")
         if left < MIN_SECONDS:
-            rows.append([name, "not run: out of time", "", "", ""])
+            rows.append([name, "not run: out of time", "", "", "", *_predicted(name, None)])
         elif name in EVAL_RUNS and not ckpt.is_file():
-            rows.append([name, "not run: no x2 checkpoint", "", "", ""])
+            rows.append([name, "not run: no x2 checkpoint", "", "", "", *_predicted(name, None)])
         elif name in EVAL_RUNS:
             rows.append(_eval_row(name, ckpt, folder, left))
         else:
@@ -134,7 +165,8 @@ def main(argv=None):
     device = torch.cuda.get_device_name() if CUDA else "CPU"
     text = (f"{device}, torch {torch.__version__}; training: batch {BATCH}, LR patch {LR_PATCH}, "
             f"{' '.join(MODEL)}, {ITERATIONS} steps per epoch\n\n"
-            + table(["run", "result", "epoch 1 (warm-up) s", "ms per step or image", "peak MB"], rows))
+            + table(["run", "result", "epoch 1 (warm-up) s", "ms per step or image", "peak MB", "predicted ms (H200)",
+                     "measured / predicted"], rows))
     (args.out / "harness.md").write_text(text + "\n")
     print(text)
     return int(any(row[1].startswith(("exit", "timed out")) for row in rows))

@@ -17,8 +17,11 @@ from bench import markdown, predictions  # noqa: E402
 
 def predicted_ms(group, backend):
     """The prediction for a benchmark group ("cross-scale train-x2 fwd+bwd") and backend, or None."""
-    operator, shape, direction = group.split(" ")
-    return predictions.operator_ms(operator, shape, direction == "fwd+bwd") if backend == "triton" else None
+    words = group.split(" ")
+    if backend != "triton" or len(words) != 3:
+        return None
+    operator, shape, direction = words
+    return predictions.operator_ms(operator, shape, direction == "fwd+bwd")
 
 
 def rows(report):

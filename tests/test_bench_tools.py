@@ -8,6 +8,7 @@ import sys
 import tarfile
 
 from bench import candidates, error_table, harness_check, kernel_profile, predictions, summarize
+from csnln.checkpoint import load_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -107,6 +108,32 @@ def test_gpu_check_leaves_a_few_small_files(tmp_path):
     assert "./harness/x2/log.jsonl" in names and "./profile.log" in names
     assert not [n for n in names if n.endswith(".pt") or "/data/" in n]
     assert not list(tmp.glob("gpu_check.*"))   # (torch.compile keeps its own cache in TMPDIR)
+
+
+
+def test_gpu_check_demo_step_returns_the_weights_and_their_scores(tmp_path):
+    """The demo step on the CPU (a tiny stand-in model): OUT gets the weights, loadable strictly
+    and under the 16 MiB a device call returns, and demo.json with eval.py's Set5 and Set14 x2
+    scores beside bicubic's; the step's table is in summary.md."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, GPU_CHECK_SECONDS="600", TMPDIR=str(tmp))
+    env.pop("TRITON_INTERPRET", None)
+    result = subprocess.run(["bash", "bench/gpu_check.sh", str(out), "demo"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:]
+    files = sorted(f.name for f in out.rglob("*"))
+    assert files == ["csnln_x2_demo.pt", "demo.json", "logs.tar.gz", "summary.md"]
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    _, found, _ = load_model(out / "csnln_x2_demo.pt")
+    assert found["scale"] == 2 and found["n_feats"] == 8
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["iterations"] == 6
+    for model in ("csnln", "bicubic"):
+        assert set(demo["scores"][model]) == {"Set5", "Set14"}
+    assert 33 < demo["scores"]["bicubic"]["Set5"]["psnr"] < 34   # bundled Set5 x2: bicubic 33.64 dB
+    summary = (out / "summary.md").read_text()
+    assert "== demo: exit 0" in summary and "| bicubic | Set5 |" in summary
 
 
 def test_launch_overhead_times_both_paths_and_counts_launches():
