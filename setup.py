@@ -18,5 +18,6 @@ setup(
         "tqdm",
     ],
     license="MIT",
-    extras_require={"tensorboard": ["tensorboard"], "test": ["pytest", "pytest-benchmark", "tensorboard"]},
+    extras_require={"tensorboard": ["tensorboard"], "export": ["onnx", "onnxruntime"],
+                    "test": ["pytest", "pytest-benchmark", "tensorboard", "onnx", "onnxruntime"]},
 )

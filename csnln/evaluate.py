@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kernels import resolve_backend
+
 from .bicubic import bicubic_paper_y, bicubic_upscale, paper_hr_y
 from .checkpoint import load_model
 from .config import ConfigError, UserError, parse_range
@@ -27,10 +29,13 @@ from .files import atomic_write, writable_dir
 from .images import IMAGE_EXTENSIONS, ImageError, read_image, to_rgb_uint8, to_tensor, to_uint8, write_image
 from .inference import (check_runnable, inference_precision, memory_format, peak_memory_mb, pick_device,
                         reset_peak_memory, set_cudnn_benchmark, upscale, use_channels_last)
+from .memory import largest_tile
 from .metrics import psnr, psnr_y, ssim, ssim_y
+from .onnx_runtime import OnnxNetwork
 from .plot import comparison_figure, save_figure
 from .provenance import provenance
 from .shipped import shipped_checkpoint
+from .tiling import check_tiling
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
@@ -101,12 +106,14 @@ class NetworkUpscaler:
     """uint8 LR [H, W, 3] -> uint8 SR [sH, sW, 3] with a network (see `inference.upscale`)."""
 
     def __init__(self, model, scale, rgb_range, device, chop=False, self_ensemble=False, precision="fp32",
-                 compile=False, channels_last=False):
+                 compile=False, channels_last=False, tile=0, tile_overlap=0):
         self.memory_format = memory_format(channels_last)
-        model.to(device, memory_format=self.memory_format)
+        if isinstance(model, torch.nn.Module):   # else an OnnxNetwork, which runs on the CPU
+            model.to(device, memory_format=self.memory_format)
         self.model = torch.compile(model) if compile else model
         self.scale, self.rgb_range, self.device = scale, rgb_range, device
-        self.options = dict(chop=chop, self_ensemble=self_ensemble, precision=precision)
+        self.options = dict(chop=chop, tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble,
+                            precision=precision)
 
     def __call__(self, lr):
         x = to_tensor(lr, self.rgb_range).unsqueeze(0).to(self.device, memory_format=self.memory_format)
@@ -306,33 +313,76 @@ def inference_options(config, explicit, stored, device):
     return options, ", ".join(said)
 
 
+def tiling_options(config, net, options, backend):
+    """--tile / --tile_overlap, or the tile --max_memory_gb picks for `net` (a CSNLN or an
+    OnnxNetwork) with attention `backend` -> (tile, tile_overlap, "tile 96 (...)" or "")."""
+    tile, overlap, budget = config["tile"], config["tile_overlap"], config["max_memory_gb"]
+    if budget < 0:
+        raise ConfigError(f"--max_memory_gb must be > 0 (0: no cap), got {budget:g}")
+    if budget and tile:
+        raise ConfigError("give --tile or --max_memory_gb (which picks the tile), not both")
+    if budget:
+        element_size = 4 if options["precision"] == "fp32" else 2
+        tile = largest_tile(net, budget * 2 ** 30, backend, element_size)
+    if tile and options["chop"]:
+        raise ConfigError("--chop and --tile / --max_memory_gb are two ways of tiling; choose one")
+    check_tiling(tile, overlap, net.size_multiple)
+    if not tile:
+        return 0, overlap, ""
+    source = f"the largest under --max_memory_gb {budget:g}" if budget else "given"
+    return tile, overlap, f"; tiles {tile} x {tile} overlapping by {overlap} LR pixels ({source})"
+
+
+def _network(config, explicit, device):
+    """The network of --ckpt or --onnx, or without either the shipped model of --scale -> (network,
+    model config, a training checkpoint's config or None, where it came from)."""
+    if config["ckpt"] and config["onnx"]:
+        raise ConfigError("give --ckpt or --onnx, not both")
+    if not config["onnx"]:
+        ckpt = config["ckpt"] or shipped_checkpoint(config["scale"])
+        expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
+        model, found, stored = load_model(ckpt, expect=expect, attention_backend=config["attention_backend"])
+        origin = config["ckpt"] or f"the shipped model {ckpt.name} (its card: {ckpt.parent / 'MODEL_CARD.md'})"
+        return model.eval(), found, stored, origin
+    if config["device"] == "cuda" or config["compile"] or inference_precision(config["precision"]) != "fp32":
+        raise ConfigError("--onnx runs in onnxruntime on the CPU in fp32: drop --device cuda, --compile and "
+                          "--precision other than fp32")
+    net = OnnxNetwork(config["onnx"])
+    found = {key: getattr(net, key) for key in ("scale", "n_feats", "depth", "rgb_range")}
+    mismatch = [f"{k}: the file has {found[k]}, asked for {config[k]}" for k in CHECKPOINT_KEYS
+                if k in explicit and config[k] != found[k]]
+    if mismatch:
+        raise ConfigError(f"{config['onnx']} does not match: " + "; ".join(mismatch))
+    return net, found, None, f"{config['onnx']} (onnxruntime)"
+
+
 def _upscaler(config, explicit, device):
     """-> (upscaler or None for the bicubic methods, scale, inference options, a description line)."""
     method = config["model"]
     if method not in MODELS:
         raise ConfigError(f"config key 'model' must be one of {', '.join(MODELS)}, got {method!r}")
     if method != "csnln":
-        if config["ckpt"]:
-            raise ConfigError(f"--ckpt is only used with --model csnln, not {method}")
+        if config["ckpt"] or config["onnx"]:
+            raise ConfigError(f"--ckpt and --onnx are only used with --model csnln, not {method}")
         options, _ = inference_options(config, explicit, None, device)
         return None, config["scale"], options, f"{method}, x{config['scale']}"
-    ckpt = config["ckpt"] or shipped_checkpoint(config["scale"])
-    expect = {k: config[k] for k in CHECKPOINT_KEYS if k in explicit}
-    model, found, stored = load_model(ckpt, expect=expect, attention_backend=config["attention_backend"])
+    net, found, stored, source = _network(config, explicit, device)
     options, said = inference_options(config, explicit, stored, device)
-    check_runnable(options["precision"], config["attention_backend"], device)
-    set_cudnn_benchmark(config["cudnn_benchmark"], shapes_repeat=options["chop"] or options["self_ensemble"])
-    upscaler = NetworkUpscaler(model.eval(), found["scale"], found["rgb_range"], device, **options,
-                               compile=config["compile"])
-    origin = config["ckpt"] or f"the shipped model {ckpt.name} (its card: {ckpt.parent / 'MODEL_CARD.md'})"
+    if not config["onnx"]:
+        check_runnable(options["precision"], config["attention_backend"], device)
+    backend = "torch" if config["onnx"] else resolve_backend(config["attention_backend"], torch.empty(0, device=device))
+    options["tile"], options["tile_overlap"], tiles = tiling_options(config, net, options, backend)
+    set_cudnn_benchmark(config["cudnn_benchmark"],
+                        shapes_repeat=options["chop"] or options["tile"] or options["self_ensemble"])
+    upscaler = NetworkUpscaler(net, found["scale"], found["rgb_range"], device, **options, compile=config["compile"])
     line = (f"CSNLN x{found['scale']} (n_feats {found['n_feats']}, depth {found['depth']}, "
-            f"rgb_range {found['rgb_range']}) from {origin} on {device}; {said}")
+            f"rgb_range {found['rgb_range']}) from {source} on {device}; {said}{tiles}")
     return upscaler, found["scale"], options, line
 
 
 def run(config, explicit):
     """eval.py: benchmarks, or --input images -> exit status (0, or 1 when some images failed)."""
-    device = pick_device(config["device"])
+    device = pick_device("cpu" if config["onnx"] else config["device"])
     upscaler, scale, options, line = _upscaler(config, explicit, device)
     if config["input"] or config["output"]:
         if not (config["input"] and config["output"]):
@@ -350,8 +400,8 @@ def run(config, explicit):
         return 1 if failures else 0
     if config["out"]:
         writable_dir(config["out"], "--out")
-    if config["model"] != "csnln" and (config["chop"] or config["self_ensemble"]):
-        print(f"note: --chop / --self_ensemble do not apply to --model {config['model']}", file=sys.stderr)
+    if config["model"] != "csnln" and (config["chop"] or config["self_ensemble"] or config["tile"]):
+        print(f"note: --chop / --tile / --self_ensemble do not apply to --model {config['model']}", file=sys.stderr)
     print(line, file=sys.stderr)
     datasets = [d for d in config["data_test"].split("+") if d]
     if not datasets:

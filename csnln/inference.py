@@ -1,4 +1,4 @@
-"""Whole-image super-resolution with a trained network: padding, tiling, self-ensemble, precision.
+"""Super-resolution of one image with a trained network: padding, tiling, self-ensemble, precision.
 
 No file I/O here; `csnln.evaluate` and `eval.py` read and write the images.
 
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from kernels import resolve_backend
 
 from .config import ConfigError
+from .tiling import upscale_tiled
 
 CHOP_SHAVE = 10
 CHOP_MIN_SIZE = 3600  # the CSNLN code's forward_chop default (LR pixels per tile)
@@ -63,6 +64,20 @@ def chop_tiles(h, w, multiple=1, shave=CHOP_SHAVE, min_size=CHOP_MIN_SIZE):
     _, _, h_size, w_size, origins = _quadrants(h, w, multiple, shave)
     sub = chop_tiles(h_size, w_size, multiple, shave, min_size)  # all four quadrants have one size
     return [(top + t, left + l, th, tw) for top, left in origins for t, l, th, tw in sub]
+
+
+def chop_seams(h, w, multiple=1, scale=1, shave=CHOP_SHAVE, min_size=CHOP_MIN_SIZE):
+    """-> (rows, cols): output pixel indices i (lines between pixels i - 1 and i) where
+    `forward_chop`'s output switches from one tile to another."""
+    if _is_leaf(h, w, multiple, shave, min_size):
+        return [], []
+    h_half, w_half, h_size, w_size, origins = _quadrants(h, w, multiple, shave)
+    rows, cols = {scale * h_half}, {scale * w_half}
+    sub_rows, sub_cols = chop_seams(h_size, w_size, multiple, scale, shave, min_size)
+    for top, left in origins:   # a quadrant's own seams, where its part of the output holds them
+        rows |= {scale * top + r for r in sub_rows if (scale * top + r < scale * h_half) == (top == 0)}
+        cols |= {scale * left + c for c in sub_cols if (scale * left + c < scale * w_half) == (left == 0)}
+    return sorted(rows), sorted(cols)
 
 
 def forward_chop(model, x, scale, multiple=1, shave=CHOP_SHAVE, min_size=CHOP_MIN_SIZE):
@@ -143,16 +158,17 @@ def check_runnable(precision, attention_backend, device):
 
 
 def _model_placement(model, lr):
-    for p in model.parameters():
+    for p in model.parameters() if isinstance(model, torch.nn.Module) else ():
         return p.device, p.dtype
     return lr.device, lr.dtype
 
 
-def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp32"):
+def upscale(model, lr, scale, *, chop=False, tile=0, tile_overlap=0, self_ensemble=False, precision="fp32"):
     """Super-resolve one image: float [1, C, H, W] in [0, rgb_range] -> [1, C, scale*H, scale*W].
 
     H and W are padded (replicate, bottom and right) to a multiple of `model.size_multiple`
-    and the output is cropped back. `chop` runs `forward_chop`; `self_ensemble` averages
+    and the output is cropped back. `chop` runs `forward_chop`; `tile` > 0 runs blended tiles of
+    `tile` LR pixels overlapping by `tile_overlap` (`tiling.upscale_tiled`); `self_ensemble` averages
     the 8 flipped/transposed passes, each mapped back, before any quantisation;
     `precision` fp16/bf16 runs under torch.autocast (fp16 only on CUDA). The result is not
     clipped; it is on the model's device, in float32 (or the model's dtype when wider).
@@ -161,6 +177,8 @@ def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp3
         raise ValueError(f"upscale expects one image [1, C, H, W], got {tuple(lr.shape)}")
     if not lr.is_floating_point():
         raise ValueError(f"upscale expects a float tensor in [0, rgb_range], got {lr.dtype}")
+    if chop and tile:
+        raise ValueError("upscale: chop and tile are two ways of tiling; choose one")
     multiple = int(getattr(model, "size_multiple", 1))
     device, dtype = _model_placement(model, lr)
     h, w = lr.shape[-2:]
@@ -170,7 +188,10 @@ def upscale(model, lr, scale, *, chop=False, self_ensemble=False, precision="fp3
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
     def run(t):
-        y = forward_chop(model, t, scale, multiple) if chop else model(t)
+        if tile:
+            y = upscale_tiled(model, t, tile, tile_overlap, multiple)
+        else:
+            y = forward_chop(model, t, scale, multiple) if chop else model(t)
         return y if y.dtype in (torch.float32, torch.float64) else y.float()
 
     with torch.no_grad(), _autocast(precision, device):

@@ -133,3 +133,19 @@ def ssim(sr, hr, shave):
     """Mean SSIM on the rounded MATLAB Y channel of uint8 images (see ``ssim_y``)."""
     _check_pair(sr, hr)
     return ssim_y(rgb_to_y(sr), rgb_to_y(hr), shave)
+
+
+def seam_score(diff, rows, cols):
+    """Seams in `diff` [H, W] or [H, W, C] (e.g. tiled SR minus whole-image SR, as float): the mean
+    absolute vertical step across the lines above the rows `rows` together with the horizontal
+    step across the lines left of the columns `cols`, and the same mean over every other line
+    -> (on those lines, elsewhere). Equal values: no seam."""
+    diff = np.asarray(diff, dtype=np.float64)
+    down, right = np.abs(np.diff(diff, axis=0)), np.abs(np.diff(diff, axis=1))   # line i-1|i at index i-1
+    on_rows = np.zeros(down.shape[0], bool)
+    on_rows[[r - 1 for r in rows]] = True
+    on_cols = np.zeros(right.shape[1], bool)
+    on_cols[[c - 1 for c in cols]] = True
+    on = np.concatenate([down[on_rows].ravel(), right[:, on_cols].ravel()])
+    off = np.concatenate([down[~on_rows].ravel(), right[:, ~on_cols].ravel()])
+    return float(on.mean()) if on.size else 0.0, float(off.mean())

@@ -111,6 +111,7 @@ class CSNLN(nn.Module):
         if depth < 1 or n_feats < 2 or n_feats % 2:
             raise ValueError(f"CSNLN needs depth >= 1 and an even n_feats, got depth={depth}, n_feats={n_feats}")
         self.scale = scale
+        self.n_feats = n_feats
         self.depth = depth
         self.checkpoint_sem = checkpoint_sem
         # registration order reproduces the original state_dict() order

@@ -9,6 +9,8 @@ import subprocess
 import numpy as np
 import torch
 
+from .shipped import shipped_checkpoint
+
 CODE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -51,10 +53,11 @@ def sha256(path):
 
 
 def provenance(config, scale, device, options):
-    """eval.py's record of a result: method, checkpoint (path, SHA-256), the inference `options`
-    (chop, self_ensemble, precision, channels_last as run), device, data, date, code revision and
-    versions."""
-    ckpt = pathlib.Path(config["ckpt"]).resolve() if config["ckpt"] else None
+    """eval.py's record of a result: method, network file (--ckpt, --onnx or the shipped model; path,
+    SHA-256), the inference `options` (chop, self_ensemble, precision, channels_last as run), device,
+    data, date, code revision and versions."""
+    network = config["ckpt"] or config["onnx"] or (shipped_checkpoint(scale) if config["model"] == "csnln" else "")
+    ckpt = pathlib.Path(network).resolve() if network else None
     return {"model": config["model"], "checkpoint": str(ckpt) if ckpt else None,
             "checkpoint_sha256": sha256(ckpt) if ckpt else None, "scale": scale, **options,
             "metric": config["metric"], "compile": config["compile"],

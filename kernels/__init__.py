@@ -6,12 +6,13 @@
 otherwise. `kernels.reference` holds the slow formulations both are tested against.
 """
 from ._backend import BACKENDS, check_attention_inputs, resolve_backend
+from . import cross_scale_torch, in_scale_torch
 from .cross_scale_torch import (DEFAULT_CHUNK_ELEMENTS, KEY_NORM_FLOOR, OUTPUT_DIVISOR,
                                 cross_scale_attention_torch)
 from .in_scale_torch import in_scale_attention_torch
 
-__all__ = ["in_scale_attention", "cross_scale_attention", "resolve_backend", "BACKENDS", "KEY_NORM_FLOOR",
-           "OUTPUT_DIVISOR", "DEFAULT_CHUNK_ELEMENTS"]
+__all__ = ["in_scale_attention", "cross_scale_attention", "attention_workspace_bytes", "resolve_backend",
+           "BACKENDS", "KEY_NORM_FLOOR", "OUTPUT_DIVISOR", "DEFAULT_CHUNK_ELEMENTS"]
 
 
 def in_scale_attention(q, k, v, *, backend="auto", chunk_elements=DEFAULT_CHUNK_ELEMENTS):
@@ -54,3 +55,27 @@ def cross_scale_attention(q, k, v, scale, *, softmax_scale=10.0, backend="auto",
         from .cross_scale_triton import cross_scale_attention_triton
         return cross_scale_attention_triton(q, k, v, scale, softmax_scale)
     return cross_scale_attention_torch(q, k, v, scale, softmax_scale, chunk_elements=chunk_elements)
+
+
+def attention_workspace_bytes(op, n, height, width, channels, *, scale=1, element_size=4, backend="torch",
+                              chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Bytes one forward call allocates at its peak beyond its inputs and output, from the band
+    plan of `backend` ("torch" or "triton"): `op` "in_scale" or "cross_scale" on q [n, Ck, height,
+    width] and v of `channels` channels, elements of `element_size` bytes. The Triton in-scale
+    kernel keeps its scores on chip (0)."""
+    if backend not in ("torch", "triton"):
+        raise ValueError(f"backend must be torch or triton (resolved), got {backend!r}")
+    if op == "in_scale":
+        if backend == "triton":
+            return 0
+        return element_size * in_scale_torch.workspace_elements(n, height, width, chunk_elements)
+    if op != "cross_scale":
+        raise ValueError(f"op must be in_scale or cross_scale, got {op!r}")
+    if backend == "torch":
+        return element_size * cross_scale_torch.workspace_elements(n, height, width, scale, chunk_elements)
+    from .cross_scale_triton import band_bytes, plan
+    keys, values = (height // scale) * (width // scale), channels * scale * scale
+    groups, bands = plan(n, height, width, keys, values, element_size, backward=False)
+    images = max(b - a for a, b in groups)
+    return max(images * band_bytes(y1 - y0, min(height, y1 + 1) - max(0, y0 - 1), width, keys, values, element_size,
+                                   backward=False) for y0, y1 in bands)

@@ -86,9 +86,31 @@ class _Stencil(torch.autograd.Function):
         return diagonal_stencil(grad, y_rows, x_rows, -sign), None, None, None
 
 
+def _stencil(x, x_rows, y_rows, sign):
+    """`diagonal_stencil`, through `_Stencil` (the adjoint stencil as its backward) only when
+    autograd records: a plain trace (torch.onnx export) holds no Python autograd function."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Stencil.apply(x, x_rows, y_rows, sign)
+    return diagonal_stencil(x, x_rows, y_rows, sign)
+
+
 def band_rows(y0, y1, height, halo):
     """Rows y0-halo .. y1+halo-1, clipped to the image: (first, end)."""
     return max(0, y0 - halo), min(height, y1 + halo)
+
+
+def band_height(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Query rows per band: the Gram tile of a band and its 4 halo rows hold at most
+    `chunk_elements` elements (at least one row)."""
+    return max(1, chunk_elements // max(1, n * width * (height // scale) * (width // scale)) - 4)
+
+
+def workspace_elements(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Elements one forward call allocates at its peak beyond q, k, v and the output: five
+    tensors of the largest band's Gram-tile size (the Gram tile, S, P and the stencil's two
+    temporaries are alive at once in `_band`)."""
+    rows = min(height, band_height(n, height, width, scale, chunk_elements) + 4)
+    return 5 * n * rows * width * (height // scale) * (width // scale)
 
 
 def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
@@ -100,9 +122,9 @@ def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
     r_rows, p_rows = band_rows(y0, y1, height, 2), band_rows(y0, y1, height, 1)
     gram = q_rows.flatten(2).transpose(1, 2) @ k.flatten(2)               # [N, rows*W, L]
     gram = gram.view(n, -1, width, h, w)
-    scores = _Stencil.apply(gram, r_rows, p_rows, 1).flatten(3) * (inv_n * softmax_scale)[:, None, None]
+    scores = _stencil(gram, r_rows, p_rows, 1).flatten(3) * (inv_n * softmax_scale)[:, None, None]
     probs = torch.softmax(scores, dim=-1).view(n, -1, width, h, w)
-    spread = _Stencil.apply(probs, p_rows, (y0, y1), -1)                 # P~ [N, y1-y0, W, h, w]
+    spread = _stencil(probs, p_rows, (y0, y1), -1)                 # P~ [N, y1-y0, W, h, w]
     return vs @ spread.view(n, (y1 - y0) * width, h * w).transpose(1, 2)
 
 
@@ -120,7 +142,7 @@ def cross_scale_attention_torch(q, k, v, scale, softmax_scale=10.0,
         return v.new_zeros(n, v.shape[1], 0, 0)
     inv_n = inv_key_norms(k)
     vs = F.pixel_unshuffle(v, s).flatten(2) / OUTPUT_DIVISOR              # [N, Cv*s*s, L], with the / 6
-    rows = max(1, chunk_elements // max(1, n * width * h * w) - 4)
+    rows = band_height(n, height, width, s, chunk_elements)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     cols = []
     for y0 in range(0, height, rows):

@@ -13,6 +13,18 @@ def _attend(q_rows, k, v):
     return torch.softmax(q_rows @ k, dim=-1) @ v
 
 
+def chunk_rows(n, length, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Queries per chunk: a chunk's scores [N, rows, length] hold at most `chunk_elements`."""
+    return max(1, chunk_elements // (n * length))
+
+
+def workspace_elements(n, height, width, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
+    """Elements one forward call allocates at its peak beyond q, k, v and the output: three
+    chunk-sized tensors (the scores, their softmax and its temporary; peak RSS on the CPU)."""
+    length = height * width
+    return 3 * n * min(length, chunk_rows(n, length, chunk_elements)) * length
+
+
 def in_scale_attention_torch(q, k, v, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
     """q, k [N, Ck, H, W], v [N, Cv, H, W] -> [N, Cv, H, W].
 
@@ -26,7 +38,7 @@ def in_scale_attention_torch(q, k, v, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
     q_rows = q.reshape(n, ck, length).transpose(1, 2)
     keys = k.reshape(n, ck, length)
     values = v.reshape(n, cv, length).transpose(1, 2)
-    rows = max(1, chunk_elements // (n * length))
+    rows = chunk_rows(n, length, chunk_elements)
     if rows >= length:
         out = _attend(q_rows, keys, values)
     else:
