@@ -53,6 +53,7 @@ def _unknown(key, known):
 
 
 AUTO_OR_BOOL = ("channels_last",)   # keys that take true, false or auto
+AUTO_OR_INT = ("tile",)             # keys that take a whole number or auto
 
 
 def _coerce(key, value, default):
@@ -61,6 +62,10 @@ def _coerce(key, value, default):
         if value == "auto" or isinstance(value, bool):
             return value
         raise ConfigError(f"config key {key!r} expects true, false or auto, got {value!r}")
+    if key in AUTO_OR_INT:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ConfigError(f"config key {key!r} expects a whole number or auto, got {value!r}")
     if value is None:
         if isinstance(default, str):
             return ""

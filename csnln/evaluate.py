@@ -38,6 +38,7 @@ from .shipped import shipped_checkpoint
 from .tiling import check_tiling
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
+AUTO_TILE = 128   # LR pixels a side of --tile auto (--input on the CPU): see README, "Upscale your own images"
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
 
 CHECKPOINT_KEYS = ("scale", "n_feats", "depth", "rgb_range")  # read from the checkpoint; a given one must match
@@ -313,10 +314,14 @@ def inference_options(config, explicit, stored, device):
     return options, ", ".join(said)
 
 
-def tiling_options(config, net, options, backend):
+def tiling_options(config, net, options, backend, device):
     """--tile / --tile_overlap, or the tile --max_memory_gb picks for `net` (a CSNLN or an
-    OnnxNetwork) with attention `backend` -> (tile, tile_overlap, "tile 96 (...)" or "")."""
+    OnnxNetwork) with attention `backend` -> (tile, tile_overlap, "tile 96 (...)" or ""). --tile
+    auto tiles --input images on the CPU (AUTO_TILE), where whole-image attention gets slow."""
     tile, overlap, budget = config["tile"], config["tile_overlap"], config["max_memory_gb"]
+    auto = tile == "auto"
+    if auto:
+        tile = AUTO_TILE if config["input"] and device.type == "cpu" and not (budget or options["chop"]) else 0
     if budget < 0:
         raise ConfigError(f"--max_memory_gb must be > 0 (0: no cap), got {budget:g}")
     if budget and tile:
@@ -329,7 +334,8 @@ def tiling_options(config, net, options, backend):
     check_tiling(tile, overlap, net.size_multiple)
     if not tile:
         return 0, overlap, ""
-    source = f"the largest under --max_memory_gb {budget:g}" if budget else "given"
+    source = (f"the largest under --max_memory_gb {budget:g}" if budget else
+              "--tile auto: on the CPU, whole-image attention is slow; --tile 0 runs whole images" if auto else "given")
     return tile, overlap, f"; tiles {tile} x {tile} overlapping by {overlap} LR pixels ({source})"
 
 
@@ -371,7 +377,7 @@ def _upscaler(config, explicit, device):
     if not config["onnx"]:
         check_runnable(options["precision"], config["attention_backend"], device)
     backend = "torch" if config["onnx"] else resolve_backend(config["attention_backend"], torch.empty(0, device=device))
-    options["tile"], options["tile_overlap"], tiles = tiling_options(config, net, options, backend)
+    options["tile"], options["tile_overlap"], tiles = tiling_options(config, net, options, backend, device)
     set_cudnn_benchmark(config["cudnn_benchmark"],
                         shapes_repeat=options["chop"] or options["tile"] or options["self_ensemble"])
     upscaler = NetworkUpscaler(net, found["scale"], found["rgb_range"], device, **options, compile=config["compile"])
@@ -400,7 +406,7 @@ def run(config, explicit):
         return 1 if failures else 0
     if config["out"]:
         writable_dir(config["out"], "--out")
-    if config["model"] != "csnln" and (config["chop"] or config["self_ensemble"] or config["tile"]):
+    if config["model"] != "csnln" and (config["chop"] or config["self_ensemble"] or config["tile"] not in (0, "auto")):
         print(f"note: --chop / --tile / --self_ensemble do not apply to --model {config['model']}", file=sys.stderr)
     print(line, file=sys.stderr)
     datasets = [d for d in config["data_test"].split("+") if d]

@@ -32,6 +32,7 @@ NOT_RUN = {  # command -> why this test does not run it
      '--rdzv_id "$SLURM_JOB_ID" --max-restarts 3 train.py --save /shared/csnln_x2 --resume auto '
      '--checkpoint_every 100 --max_minutes 1410'): "a SLURM job",
     "bash bench/gpu_check.sh OUT_DIR [STEP ...]": "a GPU",
+    "python bench/stage_gpu_data.py DATA": "a data folder of the benchmark sets (a GPU call's preparation)",
     "python bench/harness_check.py OUT_DIR": "minutes of training runs (run by bench/gpu_check.sh)",
     "python bench/compile_check.py": "minutes of compiling (run by .ci/run)",
 }
