@@ -247,7 +247,7 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
         gm = kg < L
         ki = kg // w
         keys = tl.multiple_of(kg, VEC)[None, :, None] + tl.arange(0, VEC)[None, None, :]
-        acc = tl.zeros([BLOCK_M, G, VEC], tl.float32)
+        acc = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)   # -0.0 + x = x: the first adds fold away
         for u in tl.static_range(3):
             dx = SIGN * (u - 1)                              # a constexpr
             xm = pm & (x + dx >= 0) & (x + dx < W)
@@ -255,8 +255,8 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
                 nm = gm & ((kg + VEC) % w != 0)
             else:
                 nm = gm & (kg % w != 0)
-            part = tl.zeros([BLOCK_M, G, VEC], tl.float32)
-            edge = tl.zeros([BLOCK_M, G, VEC], tl.float32)
+            part = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
+            edge = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
             for t in range(3):   # a runtime loop over dy: the nine taps' pointers are not all live
                 dy = SIGN * (t - 1)
                 rm = xm & (y + dy >= src_lo) & (y + dy < src_lo + src_rows)
