@@ -20,8 +20,8 @@ import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
 from kernels import cross_scale_triton as cst  # noqa: E402
 from kernels.cross_scale_torch import KEY_NORM_FLOOR, diagonal_stencil  # noqa: E402
-from tests.numerics import (NAMES, assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
-                            rel_errs, rerun, run_with_grads)
+from tests.numerics import (NAMES, SLACK, assert_within_twice_torch, operator, random_tensor,  # noqa: E402
+                            rel_err, rel_errs, rerun, run_with_grads)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
 if DEVICE == "cpu" and not tc.INTERPRET:
@@ -176,16 +176,17 @@ STENCIL_CASES = [
 
 
 @pytest.mark.parametrize("case", STENCIL_CASES, ids=lambda c: "W{}_h{}_w{}_src{}_dst{}_sign{}".format(*c[1:7]))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", tc.DTYPES)
 def test_stencil_kernel_matches_the_torch_stencil(case, dtype):
     """_stencil_kernel against kernels.cross_scale_torch.diagonal_stencil in float64 on a random
-    band buffer: every element (NaN-poisoned outputs), fp32 to rounding, fp16 to one unit roundoff."""
+    band buffer: every element (NaN-poisoned outputs), fp32 to rounding, fp16 / bf16 to one unit
+    roundoff (the sum is fp32, rounded once)."""
     g, W, h, w, (s0, s1), (d0, d1), sign, wgt_rows, idx64 = case
     L = h * w
     src = torch.randn(g, (s1 - s0) * W, L, dtype=dtype, device=DEVICE)
-    meta = dict(IDX64=idx64, EMU_BF16=False)
+    meta = dict(IDX64=idx64, EMU_BF16=tc.emulate_bf16(dtype))
     want = diagonal_stencil(src.double().view(g, s1 - s0, W, h, w), (s0, s1), (d0, d1), sign).view(g, -1, L) / 6
-    tol = FP32_TOL if dtype == torch.float32 else 2.0 ** -11
+    tol = FP32_TOL if dtype == torch.float32 else SLACK[dtype]
     if wgt_rows is None:
         got = cst._stencil(src, (s0, s1), (d0, d1), W, h, w, sign, 1 / 6, dtype, meta)
         assert got.dtype == dtype and rel_err(got, want) <= tol
