@@ -251,13 +251,15 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
         for u in tl.static_range(3):
             dx = SIGN * (u - 1)                              # a constexpr
             xm = pm & (x + dx >= 0) & (x + dx < W)
-            if dx == 1:                                      # the neighbour group holds a key of the tap
+            # nm: the neighbouring group holds the tap's key of the group's last (dx = 1) / first
+            # key, unless that key ends / starts a key row (then the term is zero)
+            if dx == 1:
                 nm = gm & ((kg + VEC) % w != 0)
             else:
                 nm = gm & (kg % w != 0)
             part = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
             edge = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
-            for t in range(3):   # a runtime loop over dy: the nine taps' pointers are not all live
+            for t in range(3):   # dy; unrolled by the compiler at fp16 / bf16: 15 independent loads
                 dy = SIGN * (t - 1)
                 rm = xm & (y + dy >= src_lo) & (y + dy < src_lo + src_rows)
                 km = (ki + dy >= 0) & (ki + dy < h)
