@@ -25,9 +25,10 @@ Kernels (grid: query tiles or key tiles, images of a group):
                    online max / sum over key tiles, stored for the core rows, else the saved one
   _stencil_kernel  dst = scale sum_t src[p + SIGN d_t, l + SIGN d_t] over whole rows of keys (P~, dP,
                    dR); ROWDOT also gives delta = rowsum(P dst). Keys in aligned groups of VEC (the
-                   largest power of two <= 8 dividing w): a tap is one vector load a group (128-bit
-                   at fp16 where w % 8 == 0), the dx = +-1 taps' key across a group boundary is loaded
-                   from the neighbouring group and moved in registers; masks are per row and group
+                   largest power of two dividing w, at most 16 bytes): a tap is one vector load a
+                   group (128-bit at fp16 where w % 8 == 0), the dx = +-1 taps' key across a group
+                   boundary is loaded from the neighbouring group and moved in registers; masks are
+                   per row and group
   _ds_kernel       dSn (input dtype) and the key-norm sums sum_p dS S, by key tile over the band's rows;
                    S from P and lse (S = (log2 P + lse) ln 2; a term with P = 0 has dS = 0)
   _key_norms_kernel, _key_grad_kernel   inv_n, and dk's term through the key normalisation
@@ -225,10 +226,11 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
     """dst [G, dst_rows*W, L] (its dtype) of query rows dst_lo .. = scale sum_t src[p + SIGN d_t, l + SIGN d_t],
     src [G, src_rows*W, L] holding rows src_lo ..; terms outside src's rows, the W columns or the
     h x w key grid are zero. ROWDOT: delta [G, dst_rows*W] (fp32) = rowsum(wgt * dst), wgt a band
-    buffer holding rows wgt_lo .. (P). VEC divides w (<= 8): keys go in groups of VEC, one group a
-    vector load. A tap's offset dy (W L + w) + dx (L + 1) is dx plus a multiple of VEC, so each
-    (dy, dx) tap is one aligned group load (row p + dy W + dx, key l + dy w) and the dx = +-1 taps
-    take their last / first key from the neighbouring group, moved in registers."""
+    buffer holding rows wgt_lo .. (P). VEC divides w (a group of src at most 16 bytes): keys go in
+    groups of VEC, one group a vector load. A tap's offset dy (W L + w) + dx (L + 1) is dx plus a
+    multiple of VEC, so each (dy, dx) tap is one aligned group load (row p + dy W + dx, key
+    l + dy w) and the dx = +-1 taps take their last / first key from the neighbouring group, moved
+    in registers."""
     n = tl.program_id(1).to(tl.int64)
     i = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     if IDX64:
@@ -281,7 +283,16 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
         if ROWDOT:
             wt = tl.load(wgt_rows_ptr + keys, mask=mask, other=0.0).to(tl.float32)
             dsum += tl.sum(tl.sum(wt * acc, 2), 1)
-        tl.store(dst_rows_ptr + keys, cast(acc, dst_ptr.dtype.element_ty, EMU_BF16), mask=mask)
+        out = cast(acc, dst_ptr.dtype.element_ty, EMU_BF16)
+        if VEC * dst_ptr.dtype.element_ty.primitive_bitwidth > 128:
+            # a group wider than a 16-byte store (fp32, dP): its two halves, each a 16-byte store
+            # from the registers that hold it (one store would take a 4-key layout, through shared memory)
+            lo, hi = tl.split(tl.permute(tl.reshape(out, (BLOCK_M, G, 2, VEC // 2)), (0, 1, 3, 2)))
+            half = tl.multiple_of(kg, VEC)[None, :, None] + tl.arange(0, VEC // 2)[None, None, :]
+            tl.store(dst_rows_ptr + half, lo, mask=mask)
+            tl.store(dst_rows_ptr + half + VEC // 2, hi, mask=mask)
+        else:
+            tl.store(dst_rows_ptr + keys, out, mask=mask)
     if ROWDOT:
         tl.store(delta_ptr + n * dst_rows * W + i, dsum, mask=pm)
 
@@ -439,7 +450,7 @@ def _stencil(src, src_rows, dst_rows, W, h, w, sign, scale, dtype, meta, wgt=Non
     w0, w1 = wgt_rows if wgt is not None else src_rows
     _launch("stencil", lambda m: (tc.cdiv((d1 - d0) * W, m["BLOCK_M"]), g),
             src, dst, src if wgt is None else wgt, delta, s0, s1 - s0, d0, d1 - d0, w0, w1 - w0, W, h, w, L,
-            float(scale), SIGN=sign, ROWDOT=wgt is not None, VEC=min(8, w & -w), **meta)
+            float(scale), SIGN=sign, ROWDOT=wgt is not None, VEC=min(16 // src.element_size(), w & -w), **meta)
     return (dst, delta) if wgt is not None else dst
 
 

@@ -162,8 +162,9 @@ def test_blocks_and_int64_offsets(monkeypatch):
 
 
 # (images, W, h, w, src rows, dst rows, sign, rows of the delta weights or None, 64-bit offsets):
-# key groups of VEC = 8, 4, 2, 1 keys (w = 16, 24, 12, 6, 3, 5: at least two groups a key row, so
-# that the dx = +-1 taps take keys from a neighbouring group); the three stencils' row ranges: P~
+# w = 16, 24, 12, 6, 3, 5 give key groups of VEC = 8, 8, 4, 2, 1, 1 keys at fp16 / bf16 (at most 4 at
+# fp32), at least two groups a key row, so that the dx = +-1 taps take keys from a neighbouring
+# group; the three stencils' row ranges: P~
 # (dst inside src), dP + delta (dst inside src, weights), dR (dst = src plus a halo row each side).
 STENCIL_CASES = [
     (2, 6, 3, 16, (0, 5), (0, 5), -1, None, False),
