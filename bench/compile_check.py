@@ -6,9 +6,10 @@ A stand-in Triton driver reports a CUDA sm_90 target, so each launch of the oper
 launchers (on CPU tensors) compiles instead of running, and each autotuned launch compiles
 every candidate its pruner keeps. `ptxas -v` (bundled with Triton) then gives registers, spill
 bytes and the shared memory of each variant, and `cuobjdump -sass` the global-memory
-instruction mix (LDG widths, LDGSTS = cp.async, UTMALDG = TMA, STG widths) and the tensor-core
-instructions (HGMMA / HMMA) per trip of the innermost loop that holds them. Nothing runs:
-outputs are not computed.
+instruction mix (LDG widths, LDGSTS = cp.async, UTMALDG = TMA, STG widths), the tensor-core
+instructions (HGMMA / HMMA) per trip of the innermost loop that holds them, and the instructions
+(all / integer-pipe) of the largest innermost loop's body, which bench/cross_scale_model.py takes
+for its issue bounds. Nothing runs: outputs are not computed.
 
     python bench/compile_check.py [--dtype fp16 bf16 fp32] [--ops in_scale cross_scale] [--json PATH]
 """
@@ -149,17 +150,18 @@ def main(argv=None):
     failed, cells = 0, []
     for (dtype, kernel, config), row in recorder.rows.items():
         if "error" in row:
-            verdict, stats = row["error"], ["", "", "", "", ""]
+            verdict, stats = row["error"], ["", "", "", "", "", ""]
         else:
             spilled = row["spill_store"] > 0 or row["spill_load"] > 0
             verdict = "SPILLS" if spilled and dtype in NO_SPILLS else ("spills (fp32 allowed)" if spilled else "ok")
             verdict = scalar_main_loads(dtype, kernel, row) or verdict
             stats = [row["regs"], f"{row['spill_store']}/{row['spill_load']}", f"{row['shared'] / 1024:.1f}",
-                     mix_text(row["mix"]), row["mma_per_trip"]]
+                     mix_text(row["mix"]), row["mma_per_trip"], "{} / {}".format(*row["hot_loop"])]
         failed += verdict not in ("ok", "spills (fp32 allowed)")
         cells.append([dtype, kernel, config, *stats, verdict])
     print(markdown.table(["dtype", "kernel", "constexprs and config", "regs", "spill st/ld B", "shared KB",
-                          "global memory instructions (SASS)", "MMA / loop trip", "verdict"], cells))
+                          "global memory instructions (SASS)", "MMA / loop trip", "hot loop insns / int",
+                          "verdict"], cells))
     print(f"{len(recorder.rows)} variants compiled, {failed} failed (compile errors, fp16/bf16 spills, "
           "or scalar main-operand loads)")
     if args.json:

@@ -170,8 +170,11 @@ def rne(x, EMU_BF16: tl.constexpr):
 
 @triton.jit
 def cast(x, dtype: tl.constexpr, EMU_BF16: tl.constexpr):
-    """fp32 `x` -> `dtype`, rounding to nearest even."""
-    return rne(x, EMU_BF16).to(dtype)
+    """fp32 `x` -> `dtype`, rounding to nearest even (bf16 emulated only where `dtype` is bf16: an
+    fp32 destination of a bf16 call, such as dP, stays exact)."""
+    if dtype == tl.bfloat16:
+        x = rne(x, EMU_BF16)
+    return x.to(dtype)
 
 
 @triton.jit

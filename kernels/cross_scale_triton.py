@@ -24,7 +24,11 @@ Kernels (grid: query tiles or key tiles, images of a group):
   _probs_kernel    P (input dtype) of a band's rows; STATS: the row log-sum-exp (base 2) first by an
                    online max / sum over key tiles, stored for the core rows, else the saved one
   _stencil_kernel  dst = scale sum_t src[p + SIGN d_t, l + SIGN d_t] over whole rows of keys (P~, dP,
-                   dR); ROWDOT also gives delta = rowsum(P dst)
+                   dR); ROWDOT also gives delta = rowsum(P dst). Keys in aligned groups of VEC (the
+                   largest power of two dividing w, at most 16 bytes): a tap is one vector load a
+                   group (128-bit at fp16 where w % 8 == 0), the dx = +-1 taps' key across a group
+                   boundary is loaded from the neighbouring group and moved in registers; masks are
+                   per row and group
   _ds_kernel       dSn (input dtype) and the key-norm sums sum_p dS S, by key tile over the band's rows;
                    S from P and lse (S = (log2 P + lse) ln 2; a term with P = 0 has dS = 0)
   _key_norms_kernel, _key_grad_kernel   inv_n, and dk's term through the key normalisation
@@ -190,14 +194,43 @@ def _probs_kernel(qp_ptr, kp_ptr, invn_ptr, lse_ptr, p_ptr, row0, nrows, y0, y1,
         tl.store(p_rows + l[None, :], cast(p, p_ptr.dtype.element_ty, EMU_BF16), mask=pm[:, None] & lm[None, :])
 
 
+@triton.jit
+def _shift_up(a, n, V: tl.constexpr):
+    """[M, G, V] tiles -> r[.., e] = a[.., e + 1] for e < V - 1, r[.., V - 1] = n[.., 0]: a move
+    along the in-thread axis (register renames: split / join of the even and odd elements)."""
+    if V == 1:
+        r = n
+    else:
+        a_even, a_odd = tl.split(tl.reshape(a, (a.shape[0], a.shape[1], V // 2, 2)))
+        n_even, n_odd = tl.split(tl.reshape(n, (n.shape[0], n.shape[1], V // 2, 2)))
+        r = tl.reshape(tl.join(a_odd, _shift_up(a_even, n_even, V // 2)), (a.shape[0], a.shape[1], V))
+    return r
+
+
+@triton.jit
+def _shift_down(a, n, V: tl.constexpr):
+    """[M, G, V] tiles -> r[.., e] = a[.., e - 1] for e > 0, r[.., 0] = n[.., V - 1]."""
+    if V == 1:
+        r = n
+    else:
+        a_even, a_odd = tl.split(tl.reshape(a, (a.shape[0], a.shape[1], V // 2, 2)))
+        n_even, n_odd = tl.split(tl.reshape(n, (n.shape[0], n.shape[1], V // 2, 2)))
+        r = tl.reshape(tl.join(_shift_down(a_odd, n_odd, V // 2), a_even), (a.shape[0], a.shape[1], V))
+    return r
+
+
 @_jit_sizes
 def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_lo, dst_rows, wgt_lo, wgt_rows,
                     W, h, w, L, scale, SIGN: tl.constexpr, ROWDOT: tl.constexpr, IDX64: tl.constexpr,
-                    EMU_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                    EMU_BF16: tl.constexpr, VEC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dst [G, dst_rows*W, L] (its dtype) of query rows dst_lo .. = scale sum_t src[p + SIGN d_t, l + SIGN d_t],
     src [G, src_rows*W, L] holding rows src_lo ..; terms outside src's rows, the W columns or the
     h x w key grid are zero. ROWDOT: delta [G, dst_rows*W] (fp32) = rowsum(wgt * dst), wgt a band
-    buffer holding rows wgt_lo .. (P)."""
+    buffer holding rows wgt_lo .. (P). VEC divides w (a group of src at most 16 bytes): keys go in
+    groups of VEC, one group a vector load. A tap's offset dy (W L + w) + dx (L + 1) is dx plus a
+    multiple of VEC, so each (dy, dx) tap is one aligned group load (row p + dy W + dx, key
+    l + dy w) and the dx = +-1 taps take their last / first key from the neighbouring group, moved
+    in registers."""
     n = tl.program_id(1).to(tl.int64)
     i = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     if IDX64:
@@ -205,34 +238,61 @@ def _stencil_kernel(src_ptr, dst_ptr, wgt_ptr, delta_ptr, src_lo, src_rows, dst_
     pm = i < dst_rows * W
     y = dst_lo + i // W
     x = i % W
+    G: tl.constexpr = BLOCK_N // VEC
     src = src_ptr + n * src_rows * W * L
-    dst_rows_ptr = dst_ptr + n * dst_rows * W * L + (i * L)[:, None]
-    wgt_rows_ptr = wgt_ptr + n * wgt_rows * W * L + (((y - wgt_lo) * W + x) * L)[:, None]
+    src_row = ((y - src_lo) * W + x) * L                   # element offsets of the rows (multiples of L)
+    dst_rows_ptr = dst_ptr + n * dst_rows * W * L + tl.multiple_of(i * L, VEC)[:, None, None]
+    wgt_rows_ptr = wgt_ptr + n * wgt_rows * W * L + tl.multiple_of(((y - wgt_lo) * W + x) * L, VEC)[:, None, None]
     dsum = tl.zeros([BLOCK_M], tl.float32)
     for l0 in range(0, L, BLOCK_N):
-        # keys declared 1-contiguous: the shifted taps start at any element, and with 8 elements a
-        # lane (the layout the aligned accesses would pick) each tap became eight 2-byte loads whose
-        # warp accesses span 6 lines; one element a lane gives 32 consecutive ones a warp (64 bytes)
-        l = tl.max_contiguous(l0 + tl.arange(0, BLOCK_N), 1)
-        lm = l < L
-        ki = l // w
-        kj = l % w
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for t in range(9):   # a runtime loop: unrolled, the nine tiles' 64-bit pointers would all be live
-            dy = SIGN * (t // 3 - 1)
-            dx = SIGN * (t % 3 - 1)
-            ys = y + dy
-            xs = x + dx
-            mq = pm & (ys >= src_lo) & (ys < src_lo + src_rows) & (xs >= 0) & (xs < W)
-            mk = lm & (ki + dy >= 0) & (ki + dy < h) & (kj + dx >= 0) & (kj + dx < w)
-            ptrs = src + (((ys - src_lo) * W + xs) * L)[:, None] + (l + (dy * w + dx))[None, :]
-            acc += tl.load(ptrs, mask=mq[:, None] & mk[None, :], other=0.0).to(tl.float32)
+        kg = l0 + tl.arange(0, G) * VEC                    # the groups' first keys
+        gm = kg < L
+        ki = kg // w
+        keys = tl.multiple_of(kg, VEC)[None, :, None] + tl.arange(0, VEC)[None, None, :]
+        acc = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)   # -0.0 + x = x: the first adds fold away
+        for u in tl.static_range(3):
+            dx = SIGN * (u - 1)                              # a constexpr
+            xm = pm & (x + dx >= 0) & (x + dx < W)
+            # nm: the neighbouring group holds the tap's key of the group's last (dx = 1) / first
+            # key, unless that key ends / starts a key row (then the term is zero)
+            if dx == 1:
+                nm = gm & ((kg + VEC) % w != 0)
+            else:
+                nm = gm & (kg % w != 0)
+            part = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
+            edge = tl.full([BLOCK_M, G, VEC], -0.0, tl.float32)
+            for t in range(3):   # dy; unrolled by the compiler at fp16 / bf16: 15 independent loads
+                dy = SIGN * (t - 1)
+                rm = xm & (y + dy >= src_lo) & (y + dy < src_lo + src_rows)
+                km = (ki + dy >= 0) & (ki + dy < h)
+                ptrs = src + tl.multiple_of(src_row + (dy * W + dx) * L + dy * w, VEC)[:, None, None] + keys
+                if dx == 0 or VEC > 1:
+                    part += tl.load(ptrs, mask=rm[:, None, None] & (gm & km)[None, :, None],
+                                    other=0.0).to(tl.float32)
+                if dx != 0:
+                    edge += tl.load(ptrs + dx * VEC, mask=rm[:, None, None] & (nm & km)[None, :, None],
+                                    other=0.0).to(tl.float32)
+            if dx == 0:
+                acc += part
+            elif dx == 1:
+                acc += _shift_up(part, edge, VEC)
+            else:
+                acc += _shift_down(part, edge, VEC)
         acc *= scale
-        mask = pm[:, None] & lm[None, :]
+        mask = pm[:, None, None] & gm[None, :, None]
         if ROWDOT:
-            wt = tl.load(wgt_rows_ptr + l[None, :], mask=mask, other=0.0).to(tl.float32)
-            dsum += tl.sum(wt * acc, 1)
-        tl.store(dst_rows_ptr + l[None, :], cast(acc, dst_ptr.dtype.element_ty, EMU_BF16), mask=mask)
+            wt = tl.load(wgt_rows_ptr + keys, mask=mask, other=0.0).to(tl.float32)
+            dsum += tl.sum(tl.sum(wt * acc, 2), 1)
+        out = cast(acc, dst_ptr.dtype.element_ty, EMU_BF16)
+        if VEC * dst_ptr.dtype.element_ty.primitive_bitwidth > 128:
+            # a group wider than a 16-byte store (fp32, dP): its two halves, each a 16-byte store
+            # from the registers that hold it (one store would take a 4-key layout, through shared memory)
+            lo, hi = tl.split(tl.permute(tl.reshape(out, (BLOCK_M, G, 2, VEC // 2)), (0, 1, 3, 2)))
+            half = tl.multiple_of(kg, VEC)[None, :, None] + tl.arange(0, VEC // 2)[None, None, :]
+            tl.store(dst_rows_ptr + half, lo, mask=mask)
+            tl.store(dst_rows_ptr + half + VEC // 2, hi, mask=mask)
+        else:
+            tl.store(dst_rows_ptr + keys, out, mask=mask)
     if ROWDOT:
         tl.store(delta_ptr + n * dst_rows * W + i, dsum, mask=pm)
 
@@ -289,9 +349,9 @@ _CONFIGS = {
     "probs": ([_c(4, 3, BLOCK_M=64, BLOCK_N=64), _c(8, 3, BLOCK_M=128, BLOCK_N=64),
                _c(8, 3, BLOCK_M=64, BLOCK_N=128)],
               dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
-    # one key a lane, 32 a warp: BLOCK_N = 32 puts the warps along the query rows (few rows a thread)
-    "stencil": ([_c(4, 1, BLOCK_M=32, BLOCK_N=32), _c(8, 1, BLOCK_M=64, BLOCK_N=32),
-                 _c(8, 1, BLOCK_M=128, BLOCK_N=32)],
+    # 16 keys a thread (two groups of 8); a warp access spans 2 (BLOCK_N 128) or 4 (64) query rows
+    "stencil": ([_c(4, 1, BLOCK_M=16, BLOCK_N=128), _c(8, 1, BLOCK_M=32, BLOCK_N=128),
+                 _c(8, 1, BLOCK_M=64, BLOCK_N=64)],
                 dict(BLOCK_M=32, BLOCK_N=16, num_warps=4)),
     "ds": ([_c(4, 1, BLOCK_M=32, BLOCK_N=64), _c(4, 1, BLOCK_M=64, BLOCK_N=32), _c(8, 1, BLOCK_M=64, BLOCK_N=64)],
            dict(BLOCK_M=16, BLOCK_N=16, num_warps=4)),
@@ -301,7 +361,7 @@ _CONFIGS = {
 _KERNELS = {name: tc.tuned(kernel, _CONFIGS[name][0], key=key,
                           prune=_small_tiles_for_fp32 if name in ("probs", "stencil") else None)
             for name, kernel, key in (("probs", _probs_kernel, ["CK", "STATS", "L_BUCKET"]),
-                                      ("stencil", _stencil_kernel, ["SIGN", "ROWDOT"]),
+                                      ("stencil", _stencil_kernel, ["SIGN", "ROWDOT", "VEC"]),
                                       ("ds", _ds_kernel, []),
                                       ("norms", _key_norms_kernel, ["CK"]),
                                       ("key_grad", _key_grad_kernel, ["CK"]))}
@@ -390,7 +450,7 @@ def _stencil(src, src_rows, dst_rows, W, h, w, sign, scale, dtype, meta, wgt=Non
     w0, w1 = wgt_rows if wgt is not None else src_rows
     _launch("stencil", lambda m: (tc.cdiv((d1 - d0) * W, m["BLOCK_M"]), g),
             src, dst, src if wgt is None else wgt, delta, s0, s1 - s0, d0, d1 - d0, w0, w1 - w0, W, h, w, L,
-            float(scale), SIGN=sign, ROWDOT=wgt is not None, **meta)
+            float(scale), SIGN=sign, ROWDOT=wgt is not None, VEC=min(16 // src.element_size(), w & -w), **meta)
     return (dst, delta) if wgt is not None else dst
 
 

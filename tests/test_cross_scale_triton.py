@@ -19,9 +19,9 @@ import torch  # noqa: E402
 import kernels  # noqa: E402
 from kernels import _triton_common as tc  # noqa: E402
 from kernels import cross_scale_triton as cst  # noqa: E402
-from kernels.cross_scale_torch import KEY_NORM_FLOOR  # noqa: E402
-from tests.numerics import (NAMES, assert_within_twice_torch, operator, random_tensor, rel_err,  # noqa: E402
-                            rel_errs, rerun, run_with_grads)
+from kernels.cross_scale_torch import KEY_NORM_FLOOR, diagonal_stencil  # noqa: E402
+from tests.numerics import (NAMES, SLACK, assert_within_twice_torch, operator, random_tensor,  # noqa: E402
+                            rel_err, rel_errs, rerun, run_with_grads)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not tc.INTERPRET else "cpu"
 if DEVICE == "cpu" and not tc.INTERPRET:
@@ -89,6 +89,7 @@ FP32_CASES = [
     (1, 16, 16, 5, 3, 1, "contiguous", "normal"),     # s=1 (plain patch attention)
     (1, 16, 16, 8, 4, 4, "channels_last", "mixed"),   # s=4: 2x1 keys, C=256
     (1, 8, 8, 2, 14, 2, "contiguous", "normal"),      # one row of keys, Ck < 16
+    (1, 16, 16, 4, 32, 2, "strided", "mixed"),        # w=16: the stencils' 8-key groups, 2 a key row
 ]
 
 
@@ -160,11 +161,52 @@ def test_blocks_and_int64_offsets(monkeypatch):
     _check_fp32(("small blocks, IDX64", case), q, k, v, g, 2)
 
 
+# (images, W, h, w, src rows, dst rows, sign, rows of the delta weights or None, 64-bit offsets):
+# w = 16, 24, 12, 6, 3, 5 give key groups of VEC = 8, 8, 4, 2, 1, 1 keys at fp16 / bf16 (at most 4 at
+# fp32), at least two groups a key row, so that the dx = +-1 taps take keys from a neighbouring
+# group; the three stencils' row ranges: P~
+# (dst inside src), dP + delta (dst inside src, weights), dR (dst = src plus a halo row each side).
+STENCIL_CASES = [
+    (2, 6, 3, 16, (0, 5), (0, 5), -1, None, False),
+    (1, 7, 2, 24, (1, 6), (2, 5), 1, (1, 6), False),
+    (1, 8, 3, 12, (2, 4), (1, 5), -1, None, True),
+    (2, 7, 2, 6, (0, 4), (1, 3), 1, (0, 4), False),
+    (1, 5, 3, 3, (1, 3), (0, 4), -1, None, False),
+    (1, 9, 1, 5, (0, 3), (0, 3), 1, (0, 3), True),
+]
+
+
+@pytest.mark.parametrize("case", STENCIL_CASES, ids=lambda c: "W{}_h{}_w{}_src{}_dst{}_sign{}".format(*c[1:7]))
+@pytest.mark.parametrize("dtype", tc.DTYPES)
+def test_stencil_kernel_matches_the_torch_stencil(case, dtype):
+    """_stencil_kernel against kernels.cross_scale_torch.diagonal_stencil in float64 on a random
+    band buffer: every element (NaN-poisoned outputs), fp32 to rounding, fp16 / bf16 to one unit
+    roundoff (the sum is fp32, rounded once)."""
+    g, W, h, w, (s0, s1), (d0, d1), sign, wgt_rows, idx64 = case
+    L = h * w
+    src = torch.randn(g, (s1 - s0) * W, L, dtype=dtype, device=DEVICE)
+    meta = dict(IDX64=idx64, EMU_BF16=tc.emulate_bf16(dtype))
+    want = diagonal_stencil(src.double().view(g, s1 - s0, W, h, w), (s0, s1), (d0, d1), sign).view(g, -1, L) / 6
+    tol = FP32_TOL if dtype == torch.float32 else SLACK[dtype]
+    if wgt_rows is None:
+        got = cst._stencil(src, (s0, s1), (d0, d1), W, h, w, sign, 1 / 6, dtype, meta)
+        assert got.dtype == dtype and rel_err(got, want) <= tol
+        return
+    w0, w1 = wgt_rows
+    wgt = torch.randn(g, (w1 - w0) * W, L, dtype=dtype, device=DEVICE)
+    got, delta = cst._stencil(src, (s0, s1), (d0, d1), W, h, w, sign, 1 / 6, torch.float32, meta,
+                              wgt=wgt, wgt_rows=wgt_rows)
+    weights = wgt.double().view(g, w1 - w0, W, L)[:, d0 - w0:d1 - w0].reshape(g, -1, L)
+    assert got.dtype == torch.float32 and rel_err(got, want) <= FP32_TOL
+    assert rel_err(delta, (weights * want).sum(-1)) <= FP32_TOL
+
+
 LOW_CASES = [
     (torch.float16, (2, 16, 32, 8, 6, 2, "contiguous")),
     (torch.float16, (1, 48, 16, 9, 6, 3, "channels_last")),
     (torch.bfloat16, (1, 32, 16, 8, 6, 2, "strided")),   # emulated bf16 dots and casts here
     (torch.bfloat16, (1, 16, 16, 6, 9, 3, "contiguous")),
+    (torch.float16, (1, 16, 16, 4, 24, 2, "channels_last")),   # w=12: 4-key groups, 3 a key row
 ]
 
 
