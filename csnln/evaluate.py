@@ -38,7 +38,7 @@ from .shipped import shipped_checkpoint
 from .tiling import check_tiling
 
 MODELS = ("csnln", "bicubic", "bicubic_paper")
-AUTO_TILE = 128   # LR pixels a side of --tile auto (--input on the CPU): see README, "Upscale your own images"
+AUTO_TILE = 64    # LR pixels a side of --tile auto (--input on the CPU): see README, "Upscale your own images"
 FIGURE_IMAGES = 3   # images per figure (the first ones of the set)
 
 CHECKPOINT_KEYS = ("scale", "n_feats", "depth", "rgb_range")  # read from the checkpoint; a given one must match

@@ -68,8 +68,9 @@ def test_every_key_has_a_meaning_and_its_tools():
     entries = options()
     assert list(entries) == list(load_config())
     for key, (default, meaning, tools) in entries.items():
-        assert meaning and set(tools) <= {"train.py", "eval.py"} and tools, key
-    assert entries["lr"][2] == ("train.py",) and entries["ckpt"][2] == ("eval.py",)
+        assert meaning and set(tools) <= {"train.py", "eval.py", "csnln.export"} and tools, key
+    assert entries["lr"][2] == ("train.py",) and entries["ckpt"][2] == ("eval.py", "csnln.export")
+    assert entries["opset"][2] == ("csnln.export",)
     assert entries["chop"][2] == ("train.py", "eval.py")
 
 

@@ -46,7 +46,7 @@ def test_eval_input_without_ckpt_uses_the_shipped_model(tmp_path, capsys):
     assert eval_cli.main(["--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "up")]) == 0
     err = capsys.readouterr().err
     assert "the shipped model csnln_x2_demo.pt" in err
-    assert "tiles 128 x 128 overlapping by 16 LR pixels (--tile auto" in err   # the CPU default for --input
+    assert "tiles 64 x 64 overlapping by 16 LR pixels (--tile auto" in err   # the CPU default for --input
     assert imageio.imread(tmp_path / "up" / "photo_x2.png").shape == (60, 44, 3)
 
 

@@ -119,12 +119,19 @@ print(tile, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss) / 
 def test_peak_rss_stays_under_the_budget():
     # a fresh process after one tiny pass: its peak resident size grows by one tile's forward pass and the output buffers
     # (160 x 120 LR: 2 x 4 x 320 x 240 x 4 bytes ~ 2.5 MB)
+    # Once, in a CI run on a loaded machine, one reading grew by 1.8 GB (not reproduced alone; the peak resident
+    # size also counts file-backed pages such as the torch libraries'): a reading over the budget is taken again once.
     for budget_mb in (64, 256):
-        out = subprocess.run([sys.executable, "-c", MEASURE, str(budget_mb)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
-        tile, grown = out.stdout.split()
-        assert out.returncode == 0, out.stderr
-        assert int(tile) < 120 and float(grown) < budget_mb + 16, (tile, grown)   # + the output buffers and allocator slack
+        readings = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", MEASURE, str(budget_mb)], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+            assert out.returncode == 0, out.stderr
+            tile, grown = out.stdout.split()
+            readings.append(float(grown))
+            if readings[-1] < budget_mb + 16:   # + the output buffers and allocator slack
+                break
+        assert int(tile) < 120 and min(readings) < budget_mb + 16, (tile, readings)
 
 
 def test_eval_tiles_and_refuses_bad_tilings(tmp_path, capsys):

@@ -372,7 +372,7 @@ def test_resume_auto_takes_the_stored_options(finished_run, tmp_path, capsys):
     (["--checkpoint_every", "-1"], "'checkpoint_every' must be 0 (at each epoch's end only) or more"),
     (["--lr", ""], "'lr' needs a value"),
     (["--epoch", "1"], "unknown config key 'epoch'; did you mean epochs"),
-    (["--ckpt", "x.pt"], "--ckpt is an option of eval.py; train.py does not use it"),
+    (["--ckpt", "x.pt"], "--ckpt is an option of eval.py and csnln.export; train.py does not use it"),
     (["--data_path", "{tmp}/nowhere"], "no DIV2K training images"),
     (["--data_test", "Set5+Nope"], "Nope: folder not found"),
     (["--patch_size", "2048"], "smaller than the LR patch 1024x1024"),
