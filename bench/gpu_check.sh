@@ -86,7 +86,8 @@ failed=0
         [[ "${status[$name]:-}" == exit\ [1-9]* ]] && failed=1
         case $name in
             tests) [ -f "$work/kernel_tests.log" ] && tail -n 1 "$work/kernel_tests.log" ;;
-            bench) [ -f "$work/bench.json" ] && python bench/summarize.py "$work/bench.json" ;;
+            bench) if [ -s "$work/bench.json" ]; then python bench/summarize.py "$work/bench.json"
+                   else echo "no results: pytest bench did not finish; its log ends:"; tail -c 400 "$work/bench.log"; echo; fi ;;
             harness) [ -f "$work/harness/harness.md" ] && cat "$work/harness/harness.md" ;;
             demo) [ -f "$work/demo/demo.md" ] && cat "$work/demo/demo.md" || tail -n 3 "$work/demo.log" ;;
             profile) [ -f "$work/profile.md" ] && grep -E "^## |per step" "$work/profile.md" ;;
