@@ -106,11 +106,11 @@ def band_height(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
 
 
 def workspace_elements(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
-    """Elements one forward call allocates at its peak beyond q, k, v and the output: five
-    tensors of the largest band's Gram-tile size (the Gram tile, S, P and the stencil's two
-    temporaries are alive at once in `_band`)."""
+    """Elements one forward call allocates at its peak beyond q, k, v and the output: three
+    tensors of the largest band's Gram-tile size (in `_band`, the Gram tile or P, and the
+    stencil's two temporaries; S is made while the Gram tile and the stencil's result live)."""
     rows = min(height, band_height(n, height, width, scale, chunk_elements) + 4)
-    return 5 * n * rows * width * (height // scale) * (width // scale)
+    return 3 * n * rows * width * (height // scale) * (width // scale)
 
 
 def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
@@ -122,8 +122,12 @@ def _band(q_rows, k, inv_n, vs, y0, y1, height, softmax_scale):
     r_rows, p_rows = band_rows(y0, y1, height, 2), band_rows(y0, y1, height, 1)
     gram = q_rows.flatten(2).transpose(1, 2) @ k.flatten(2)               # [N, rows*W, L]
     gram = gram.view(n, -1, width, h, w)
-    scores = _stencil(gram, r_rows, p_rows, 1).flatten(3) * (inv_n * softmax_scale)[:, None, None]
+    scores = _stencil(gram, r_rows, p_rows, 1).flatten(3)
+    del gram                                   # each `del` frees a Gram-tile-sized tensor early
+    key_scale = (inv_n * softmax_scale)[:, None, None]
+    scores = scores * key_scale if scores.requires_grad else scores.mul_(key_scale)
     probs = torch.softmax(scores, dim=-1).view(n, -1, width, h, w)
+    del scores
     spread = _stencil(probs, p_rows, (y0, y1), -1)                 # P~ [N, y1-y0, W, h, w]
     return vs @ spread.view(n, (y1 - y0) * width, h * w).transpose(1, 2)
 

@@ -92,6 +92,34 @@ def test_chunk_budget_bounds_every_tensor_forward_and_backward(op):
     assert mode.largest <= max(budget, linear) < full
 
 
+PEAK_RSS = """
+import torch, kernels
+torch.set_num_threads(1)
+q, k, v = torch.randn(1, 16, 64, 64), torch.randn(1, 16, 32, 32), torch.randn(1, 16, 64, 64)
+def status_kb(field):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
+with torch.no_grad():
+    kernels.cross_scale_attention(q[..., :8, :8], k[..., :4, :4], v[..., :8, :8], 2, backend="torch")   # warm-up
+    open("/proc/self/clear_refs", "w").write("5")   # the peak resident size starts from here
+    rss = status_kb("VmRSS")
+    out = kernels.cross_scale_attention(q, k, v, 2, backend="torch")
+print((status_kb("VmHWM") - rss) * 1024 - out.numel() * 4)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_cross_scale_workspace_estimate_holds_the_measured_peak():
+    """A no-grad call at 64 x 64 (a 16 MiB Gram tile) grows the peak resident size by its band's
+    tensors, which `attention_workspace_bytes` counts: three Gram tiles (five before R and S were
+    freed early)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": root, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    estimate = kernels.attention_workspace_bytes("cross_scale", 1, 64, 64, 16, scale=2)
+    assert estimate == 3 * 64 * 64 * 32 * 32 * 4
+    assert 0.75 * estimate < int(out.stdout) <= estimate + 2 ** 21, (int(out.stdout), estimate)
+
 # Scores reach softmax_scale * |Q| ~ 10 * sqrt(9 * 8) ~ 85, so one rounding of a score (u = 2^-8 bf16,
 # 2^-11 fp16) moves a probability by up to ~85u relative: worst seen over 200 draws 2.6e-2 (bf16) and
 # 2.9e-3 (fp16). The bounds leave ~4x; a wrong formula is off by O(1).
