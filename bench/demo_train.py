@@ -12,13 +12,13 @@ import argparse
 import json
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from bench.harness_check import run_tool  # noqa: E402
 from bench.markdown import table  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -30,12 +30,10 @@ MAX_BYTES = 16 * 2 ** 20   # a device call returns files of at most 16 MiB
 
 
 def _tool(argv, log):
-    """Run train.py or eval.py from the source tree, output to `log`; raise with its last line on failure."""
-    with open(log, "w") as f:
-        code = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        lines = pathlib.Path(log).read_text().strip().splitlines()
-        raise SystemExit(f"demo_train.py: {argv[0]} exit {code}: {lines[-1] if lines else 'no output'}")
+    """`run_tool`, raising with its one line on failure."""
+    failed = run_tool(argv, log)
+    if failed:
+        raise SystemExit(f"demo_train.py: {argv[0]} {failed}")
 
 
 def _scores(results):

@@ -99,8 +99,9 @@ def _eval_argv(name, ckpt, out):
             "--scale", "2", "--out", str(out), *options]
 
 
-def _run(argv, log, seconds):
-    """Run a tool from the source tree -> None when it succeeded, else why not (one short line)."""
+def run_tool(argv, log, seconds=None):
+    """Run train.py or eval.py from the source tree, output to `log`, for at most `seconds` ->
+    None when it succeeded, else why not (one short line)."""
     try:
         with open(log, "w") as f:
             code = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
@@ -121,7 +122,7 @@ def _predicted(name, ms):
 
 
 def _train_row(name, out, seconds):
-    failed = _run(_train_argv(name, out), out.with_suffix(".log"), seconds)
+    failed = run_tool(_train_argv(name, out), out.with_suffix(".log"), seconds)
     if failed:
         return [name, failed, "", "", "", *_predicted(name, None)]
     epochs = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
@@ -131,7 +132,7 @@ def _train_row(name, out, seconds):
 
 
 def _eval_row(name, ckpt, out, seconds):
-    failed = _run(_eval_argv(name, ckpt, out), out.with_suffix(".log"), seconds)
+    failed = run_tool(_eval_argv(name, ckpt, out), out.with_suffix(".log"), seconds)
     if failed:
         return [name, failed, "", "", "", *_predicted(name, None)]
     result = json.loads((out / "results.json").read_text())[EVAL_RUNS[name][0]]["x2"]
