@@ -4,7 +4,7 @@
   python eval.py [--ckpt PATH] --data_test Set5+Set14 [--out DIR] [--chop] [--self_ensemble]
   python eval.py --model bicubic|bicubic_paper --data_test Set5 --scale 2 [--out DIR]
 
-Without --ckpt the model that ships with csnln for --scale runs (x2: csnln/weights/MODEL_CARD.md).
+Without --ckpt the model that ships with csnln for --scale runs (x2 and x4: csnln/weights/MODEL_CARD.md).
 The network's scale, depth, n_feats and rgb_range come from the checkpoint (one given here
 must match). An installed copy runs the same as `csnln-eval`. Exit status: 0 success, 1 some
 --input images failed, 2 bad arguments or data.

@@ -5,7 +5,7 @@ import pathlib
 from .config import ConfigError
 
 WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights"
-SHIPPED = {2: "csnln_x2_demo.pt"}   # scale -> original-layout state dict in WEIGHTS
+SHIPPED = {2: "csnln_x2_demo.pt", 4: "csnln_x4_demo.pt"}   # scale -> original-layout state dict in WEIGHTS
 
 
 def shipped_checkpoint(scale):

@@ -228,7 +228,7 @@ def test_bad_inputs_give_their_messages(tmp_path, tiny_ckpt, capsys):
     err = fails("--model", "bicubic", "--data_path", tmp_path / "empty")
     assert "folder not found" in err and "benchmark/<Set>/HR/<name>.png" in err
     assert f"({tmp_path / 'empty'} does not exist; a clone of csnln has sample sets in tests/data)" in err
-    assert "no model of scale x3 ships with csnln (shipped: x2)" in fails("--data_path", DATA, "--scale", 3)
+    assert "no model of scale x3 ships with csnln (shipped: x2, x4)" in fails("--data_path", DATA, "--scale", 3)
     assert "unknown config key" in fails("--scael", 2)
     assert "input not found" in fails("--model", "bicubic", "--input", tmp_path / "x", "--output", tmp_path)
 
