@@ -106,9 +106,9 @@ def band_height(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
 
 
 def workspace_elements(n, height, width, scale, chunk_elements=DEFAULT_CHUNK_ELEMENTS):
-    """Elements one forward call allocates at its peak beyond q, k, v and the output: three
-    tensors of the largest band's Gram-tile size (in `_band`, the Gram tile or P, and the
-    stencil's two temporaries; S is made while the Gram tile and the stencil's result live)."""
+    """Elements one forward call without autograd allocates at its peak beyond q, k, v and the
+    output: three tensors of the largest band's Gram-tile size (in `_band`, a stencil's input,
+    the Gram tile and then P, beside its two temporaries; under autograd S is kept too)."""
     rows = min(height, band_height(n, height, width, scale, chunk_elements) + 4)
     return 3 * n * rows * width * (height // scale) * (width // scale)
 

@@ -113,13 +113,16 @@ def test_gpu_check_leaves_a_few_small_files(tmp_path):
 
 def test_gpu_check_reports_a_step_that_ran_out_of_time_and_passes(tmp_path):
     """`pytest bench` stopped by the budget: summary.md says so (no JSON, the log's end) and the
-    check still exits 0."""
-    env = dict(os.environ, GPU_CHECK_SECONDS="35")
+    check still exits 0. A plugin stalls pytest's session start, so that the step cannot finish
+    in its 23 s however fast the machine."""
+    (tmp_path / "stall_session.py").write_text("import time\n\ndef pytest_sessionstart(session):\n    time.sleep(300)\n")
+    env = dict(os.environ, GPU_CHECK_SECONDS="35", PYTEST_ADDOPTS="-p stall_session",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run(["bash", "bench/gpu_check.sh", str(tmp_path), "bench"], cwd=ROOT, env=env,
+    result = subprocess.run(["bash", "bench/gpu_check.sh", str(tmp_path / "out"), "bench"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:]
-    summary = (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "out" / "summary.md").read_text()
     assert "== bench: timed out after" in summary and "no results: pytest bench did not finish" in summary
     assert "Traceback" not in summary
 
