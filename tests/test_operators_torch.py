@@ -94,16 +94,14 @@ def test_chunk_budget_bounds_every_tensor_forward_and_backward(op):
 
 PEAK_RSS = """
 import torch, kernels
+from tests.peak_rss import peak_growth, reset_peak
 torch.set_num_threads(1)
 q, k, v = torch.randn(1, 16, 64, 64), torch.randn(1, 16, 32, 32), torch.randn(1, 16, 64, 64)
-def status_kb(field):
-    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
 with torch.no_grad():
     kernels.cross_scale_attention(q[..., :8, :8], k[..., :4, :4], v[..., :8, :8], 2, backend="torch")   # warm-up
-    open("/proc/self/clear_refs", "w").write("5")   # the peak resident size starts from here
-    rss = status_kb("VmRSS")
+    start = reset_peak()
     out = kernels.cross_scale_attention(q, k, v, 2, backend="torch")
-print((status_kb("VmHWM") - rss) * 1024 - out.numel() * 4)
+print(peak_growth(start) - out.numel() * 4)
 """
 
 

@@ -103,19 +103,16 @@ from csnln import CSNLN
 from csnln.images import read_image, to_tensor
 from csnln.inference import upscale
 from csnln.memory import largest_tile
+from tests.peak_rss import peak_growth, reset_peak
 torch.set_num_threads(1)
 model = CSNLN(scale=2, n_feats=16, depth=2, attention_backend="torch").eval()
 tile = largest_tile(model, float(sys.argv[1]) * 2 ** 20)
 x = torch.rand(1, 3, 160, 120)
 with torch.no_grad():
     model(x[:, :, :6, :6])   # loads the code that runs (the loaded model's baseline)
-def status_kb(field):
-    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
-# the peak resident size starts from here: ru_maxrss would also hold the parent's size at the fork
-open("/proc/self/clear_refs", "w").write("5")
-rss = status_kb("VmRSS")
+start = reset_peak()
 upscale(model, x, 2, tile=tile, tile_overlap=8)
-print(tile, (status_kb("VmHWM") - rss) / 1024)
+print(tile, peak_growth(start) / 2 ** 20)
 """
 
 
